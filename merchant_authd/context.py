@@ -1,0 +1,62 @@
+"""The daemon's long-lived services, built once at start-up and shared by handlers."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from . import crypto
+from .config import Settings
+from .store import Store
+from .tan import TanSender
+from .throttle import PasswordThrottle, SignupLimiter
+
+log = logging.getLogger("merchant_authd")
+
+#: Environment variables that may carry the admin bootstrap secret.
+BOOTSTRAP_VARIABLES = ("TALER_MERCHANT_TOKEN", "TALER_MERCHANT_PASSWORD")
+
+
+@dataclass
+class Context:
+    """Settings, storage and the helpers built on them."""
+
+    settings: Settings
+    store: Store
+    bootstrap_secret: str | None = field(default=None, repr=False)
+    decoy_hash: str = field(default="", repr=False)  # see crypto.check_password
+    throttle: PasswordThrottle = field(init=False)
+    signups: SignupLimiter = field(init=False)
+    tan_sender: TanSender = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reconfigure(self.settings)
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Use new settings (at start-up, and when SIGHUP re-reads the file)."""
+        self.settings = settings
+        self.throttle = PasswordThrottle(self.store, settings)
+        self.signups = SignupLimiter(self.store, settings.signup_limit)
+        self.tan_sender = TanSender(
+            settings.helper_concurrency, settings.helper_timeout / 1e6
+        )
+
+
+def bootstrap_secret(cli_value: str | None) -> str | None:
+    """The admin bootstrap secret from ``--auth`` or the environment, without prefix.
+
+    ``--auth`` must carry the ``secret-token:`` prefix; the environment variables may
+    carry it or not.
+    """
+    if cli_value is not None:
+        if not cli_value.startswith(crypto.TOKEN_PREFIX):
+            raise ValueError("--auth must start with secret-token:")
+        value = cli_value[len(crypto.TOKEN_PREFIX) :]
+    else:
+        value = next(
+            (os.environ[v] for v in BOOTSTRAP_VARIABLES if os.environ.get(v)), ""
+        )
+        if value.startswith(crypto.TOKEN_PREFIX):
+            value = value[len(crypto.TOKEN_PREFIX) :]
+    return value or None

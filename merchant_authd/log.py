@@ -1,0 +1,60 @@
+"""Loggers of the daemon and how log lines are written.
+
+Lines go to standard error.  Under systemd (``JOURNAL_STREAM`` set) they carry no
+timestamp, since the journal adds its own, and start with the ``<N>`` syslog priority
+prefix that journald reads.  No log line ever contains a password, token, TAN or an
+``Authorization`` header: call sites log instance ids, addresses and outcomes only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+#: One line per request outcome.
+access_log = logging.getLogger("merchant_authd.access")
+
+_PRIORITY = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
+
+
+class JournalFormatter(logging.Formatter):
+    """``<priority>logger: message``, as journald expects on a stream."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = _PRIORITY.get(record.levelno, 6)
+        text = super().format(record)
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+
+
+def under_journal() -> bool:
+    """Whether standard error is connected to the systemd journal."""
+    return bool(os.environ.get("JOURNAL_STREAM"))
+
+
+def setup(level: str) -> None:
+    """Send the daemon's logs to standard error at ``level``.
+
+    Libraries stay at INFO or above: aiosqlite logs SQL parameters at DEBUG.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    if under_journal():
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("merchant_authd").setLevel(level)
+    for noisy in ("aiosqlite", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,295 @@
+"""Multi-factor authentication: challenges, their binding, TAN delivery and solving.
+
+A protected operation (token issuance by password, changing credentials, forgot
+password, deleting an instance, self-provisioning) first answers 202 with one
+challenge per TAN channel.  Each challenge is bound to the instance, the operation and
+a SHA-512 digest of the exact request body (plus the query where it changes the
+effect).  The client has a TAN sent, confirms it, and repeats the request with the
+``Taler-Challenge-Ids`` header; the solved challenges are consumed in the same
+transaction as the operation, so a solved challenge authorises one operation only.
+A header that does not satisfy the operation is treated as absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import crypto
+from .context import Context
+from .errors import EC, TalerError
+from .schemas import timestamp
+from .store import Challenge, Instance, NewChallenge
+from .tan import DeliveryFailed, mask_address, tan_message
+
+log = logging.getLogger("merchant_authd.mfa")
+
+HEADER = "Taler-Challenge-Ids"
+MAX_IDS = 16
+MAX_ATTEMPTS = 3
+
+#: Operation names bound into challenges.
+TOKEN = "POST /private/token"
+AUTH = "POST /private/auth"
+FORGOT_PASSWORD = "POST /forgot-password"
+DELETE_INSTANCE = "DELETE /private"
+SELF_PROVISION = "POST /instances"
+
+
+class ChallengeRequired(Exception):
+    """The operation needs solved challenges first: answer 202 with ``body``."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+        super().__init__("second factor required")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """Which channels (and addresses) a protected operation must be confirmed by."""
+
+    channels: tuple[tuple[str, str | None], ...]
+    combi_and: bool
+
+
+def body_digest(body: bytes, query: str = "") -> bytes:
+    """What a challenge binds of a request: its body and the effective query."""
+    return hashlib.sha512(body + b"\0" + query.encode("utf-8")).digest()
+
+
+def _address(instance: Instance, channel: str) -> str | None:
+    return instance.email if channel == "email" else instance.phone_number
+
+
+def requirement_for(ctx: Context, instance: Instance) -> Requirement:
+    """The mandatory channels plus every channel the instance has validated.
+
+    With mandatory channels all of them must be solved; otherwise any one validated
+    channel suffices.
+    """
+    mandatory = ctx.settings.mandatory_tan_channels
+    channels = set(mandatory)
+    if instance.email_validated and instance.email:
+        channels.add("email")
+    if instance.phone_validated and instance.phone_number:
+        channels.add("sms")
+    return Requirement(
+        tuple((c, _address(instance, c)) for c in sorted(channels)),
+        combi_and=bool(mandatory),
+    )
+
+
+def parse_ids(header: str | None) -> list[str]:
+    """The challenge ids of a ``Taler-Challenge-Ids`` header (commas, blanks)."""
+    if not header:
+        return []
+    ids = [part.strip() for part in header.split(",") if part.strip()]
+    return ids[:MAX_IDS]
+
+
+def _id_digest(challenge_id: str) -> bytes | None:
+    raw = crypto.crockford_decode(challenge_id)
+    if raw is None or len(challenge_id) != crypto.TOKEN_TEXT_LENGTH:
+        return None
+    return crypto.digest_secret(raw)
+
+
+async def require(
+    ctx: Context,
+    *,
+    instance_id: str,
+    operation: str,
+    digest: bytes,
+    requirement: Requirement,
+    header: str | None,
+) -> list[int]:
+    """Serials of the solved challenges that authorise this request.
+
+    Raises :class:`ChallengeRequired` (202) when they are missing, or 403
+    ``MERCHANT_GENERIC_MFA_MISSING`` when a needed channel cannot be used.
+    """
+    if not requirement.channels:
+        return []
+    for channel, address in requirement.channels:
+        if not address or ctx.settings.helper_for(channel) is None:
+            raise TalerError(
+                403,
+                EC.MERCHANT_GENERIC_MFA_MISSING,
+                detail=f"no usable {channel} channel",
+            )
+    now = int(time.time())
+    solved = await _solved(
+        ctx, instance_id, operation, digest, requirement, header, now
+    )
+    if solved is not None:
+        return solved
+    issued = []
+    new = []
+    for channel, address in requirement.channels:
+        assert address is not None
+        challenge_id, id_digest = _new_id()
+        issued.append((challenge_id, channel, address))
+        new.append(
+            NewChallenge(
+                id_digest=id_digest,
+                instance_id=instance_id,
+                operation=operation,
+                body_digest=digest,
+                channel=channel,
+                address=address,
+                created_at=now,
+                expires_at=now + ctx.settings.tan_solve_time // 1_000_000,
+            )
+        )
+    if await ctx.store.create_challenges(new, ctx.settings.tan_max_active, now) is None:
+        raise TalerError(
+            429,
+            EC.MERCHANT_TAN_TOO_EARLY,
+            "too many open challenges; solve or let some expire first",
+            headers={"Retry-After": "60"},
+        )
+    raise ChallengeRequired(
+        {
+            "challenges": [
+                {
+                    "challenge_id": challenge_id,
+                    "tan_channel": channel,
+                    "tan_info": mask_address(channel, address),
+                }
+                for challenge_id, channel, address in issued
+            ],
+            "combi_and": requirement.combi_and,
+        }
+    )
+
+
+async def _solved(
+    ctx: Context,
+    instance_id: str,
+    operation: str,
+    digest: bytes,
+    requirement: Requirement,
+    header: str | None,
+    now: int,
+) -> list[int] | None:
+    digests = [d for d in map(_id_digest, parse_ids(header)) if d is not None]
+    if not digests:
+        return None
+    wanted = set(requirement.channels)
+    usable: dict[str, int] = {}
+    for challenge in await ctx.store.get_challenges(digests):
+        if (
+            challenge.instance_id == instance_id
+            and challenge.operation == operation
+            and hmac.compare_digest(challenge.body_digest, digest)
+            and challenge.solved
+            and not challenge.consumed
+            and challenge.expires_at > now
+            and (challenge.channel, challenge.address) in wanted
+        ):
+            usable.setdefault(challenge.channel, challenge.serial)
+    channels = {channel for channel, _ in requirement.channels}
+    if requirement.combi_and:
+        return list(usable.values()) if channels <= set(usable) else None
+    return list(usable.values())[:1] or None
+
+
+def _new_id() -> tuple[str, bytes]:
+    raw = secrets.token_bytes(32)
+    return crypto.crockford_encode(raw), crypto.digest_secret(raw)
+
+
+async def _find(ctx: Context, instance_id: str, challenge_id: str) -> Challenge:
+    digest = _id_digest(challenge_id)
+    challenge = await ctx.store.get_challenge(digest) if digest else None
+    if challenge is None or challenge.instance_id != instance_id:
+        raise TalerError(404, EC.MERCHANT_TAN_CHALLENGE_UNKNOWN)
+    if challenge.expires_at <= int(time.time()):
+        raise TalerError(404, EC.MERCHANT_TAN_CHALLENGE_UNKNOWN, detail="expired")
+    return challenge
+
+
+async def send_tan(ctx: Context, instance_id: str, challenge_id: str) -> dict[str, Any]:
+    """Generate and deliver a (new) TAN; the ``ChallengeRequestResponse``."""
+    challenge = await _find(ctx, instance_id, challenge_id)
+    if challenge.solved:
+        raise TalerError(410, EC.MERCHANT_TAN_CHALLENGE_SOLVED)
+    now = int(time.time())
+    gap = ctx.settings.tan_retransmission // 1_000_000
+    if challenge.last_sent is not None and now < challenge.last_sent + gap:
+        wait = challenge.last_sent + gap - now
+        raise TalerError(
+            429,
+            EC.MERCHANT_TAN_TOO_EARLY,
+            detail=f"retransmission allowed in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+    helper = ctx.settings.helper_for(challenge.channel)
+    if helper is None:
+        raise TalerError(
+            502, EC.MERCHANT_TAN_MFA_HELPER_EXEC_FAILED, detail="no helper"
+        )
+    tan = crypto.new_tan()
+    solve_s = ctx.settings.tan_solve_time // 1_000_000
+    message = tan_message(instance_id, tan, max(1, math.ceil(solve_s / 60)))
+    try:
+        await ctx.tan_sender.send(helper, challenge.address, message)
+    except DeliveryFailed:
+        raise TalerError(502, EC.MERCHANT_TAN_MFA_HELPER_EXEC_FAILED) from None
+    salt = secrets.token_bytes(16)
+    stored = await ctx.store.record_transmission(
+        challenge.serial,
+        salt,
+        crypto.tan_digest(tan, salt),
+        MAX_ATTEMPTS,
+        now,
+        now + solve_s,
+        now - gap,
+    )
+    if not stored:
+        raise TalerError(429, EC.MERCHANT_TAN_TOO_EARLY, headers={"Retry-After": "1"})
+    log.info("TAN for challenge of %s sent by %s", instance_id, challenge.channel)
+    return {
+        "solve_expiration": timestamp(now + solve_s),
+        "earliest_retransmission": timestamp(now + gap),
+    }
+
+
+async def confirm(ctx: Context, instance_id: str, challenge_id: str, tan: str) -> None:
+    """Check a TAN; on success the challenge is solved and its address validated."""
+    challenge = await _find(ctx, instance_id, challenge_id)
+    if challenge.solved:
+        return
+    now = int(time.time())
+    if (
+        challenge.tan_digest is None
+        or challenge.tan_salt is None
+        or challenge.solve_expiration is None
+        or challenge.solve_expiration <= now
+    ):
+        raise _failed(0, "no valid TAN was sent; request a new one")
+    left = await ctx.store.take_attempt(challenge.serial)
+    if left is None:
+        raise TalerError(429, EC.MERCHANT_TAN_TOO_MANY_ATTEMPTS)
+    if not crypto.tan_matches(tan, challenge.tan_salt, challenge.tan_digest):
+        log.warning("wrong TAN for a challenge of instance %s", instance_id)
+        raise _failed(left, "wrong TAN")
+    await ctx.store.mark_solved(challenge.serial)
+    await ctx.store.mark_address_validated(
+        instance_id, challenge.channel, challenge.address
+    )
+
+
+def _failed(left: int, detail: str) -> TalerError:
+    return TalerError(
+        409,
+        EC.MERCHANT_TAN_CHALLENGE_FAILED,
+        detail=detail,
+        extra={"retry_counter": left},
+    )

@@ -1,0 +1,102 @@
+"""Back-off against password guessing and sign-up floods.
+
+Failed password checks are counted per instance and per client address.  After a
+number of free attempts each further failure doubles the wait, up to a maximum; while
+a key is blocked the password is not even checked (no bcrypt work for the attacker to
+spend).  A successful check clears both counters.  The counters live in the database,
+so a restart does not hand out a fresh set of attempts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+from .config import Settings
+from .errors import EC, TalerError
+from .store import Store
+
+#: An instance as a whole tolerates this many times the per-address free attempts.
+INSTANCE_FACTOR = 4
+SIGNUP_WINDOW_S = 3600.0
+
+
+def backoff(free: int, base_s: float, max_s: float) -> Callable[[int], float]:
+    """Delay in seconds after the n-th consecutive failure."""
+
+    def delay(failures: int) -> float:
+        over = failures - free
+        if over <= 0:
+            return 0.0
+        return min(base_s * 2 ** min(over - 1, 40), max_s)
+
+    return delay
+
+
+def _too_many(retry_after: float, code: EC) -> TalerError:
+    seconds = max(1, math.ceil(retry_after))
+    return TalerError(
+        429,
+        code,
+        "too many failed attempts; try again later",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+class PasswordThrottle:
+    """Per-instance and per-address back-off of password checks."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self._store = store
+        base = settings.throttle_base_delay / 1e6
+        top = settings.throttle_max_delay / 1e6
+        free = settings.throttle_free_attempts
+        self._address_delay = backoff(free, base, top)
+        self._instance_delay = backoff(free * INSTANCE_FACTOR, base, top)
+
+    @staticmethod
+    def _keys(instance_id: str, address: str) -> tuple[str, str]:
+        return f"password/instance/{instance_id}", f"password/address/{address}"
+
+    async def check(self, instance_id: str, address: str) -> None:
+        """Raise 429 while either key is blocked."""
+        keys = self._keys(instance_id, address)
+        states = await self._store.get_throttle(keys)
+        now = time.time()
+        wait = max((s.blocked_until - now for s in states.values()), default=0.0)
+        if wait > 0:
+            raise _too_many(wait, EC.MERCHANT_GENERIC_UNAUTHORIZED)
+
+    async def failure(self, instance_id: str, address: str) -> None:
+        """Count a failed check against both keys."""
+        instance_key, address_key = self._keys(instance_id, address)
+        now = time.time()
+        await self._store.record_failure(instance_key, now, self._instance_delay)
+        await self._store.record_failure(address_key, now, self._address_delay)
+
+    async def success(self, instance_id: str, address: str) -> None:
+        """Forget earlier failures of this instance and address."""
+        states = await self._store.get_throttle(self._keys(instance_id, address))
+        if states:
+            await self._store.reset_throttle(list(states))
+
+
+class SignupLimiter:
+    """At most ``limit`` sign-up attempts per client address per hour of activity."""
+
+    def __init__(self, store: Store, limit: int) -> None:
+        self._store = store
+        self._limit = limit
+
+    async def attempt(self, address: str) -> None:
+        """Count one sign-up attempt; raise 429 when the address used up its quota."""
+        key = f"signup/address/{address}"
+        now = time.time()
+        state = (await self._store.get_throttle([key])).get(key)
+        if state is not None and state.blocked_until <= now:
+            await self._store.reset_throttle([key])
+            state = None
+        if state is not None and state.failures >= self._limit:
+            raise _too_many(state.blocked_until - now, EC.MERCHANT_GENERIC_UNAUTHORIZED)
+        await self._store.record_failure(key, now, lambda _: SIGNUP_WINDOW_S)

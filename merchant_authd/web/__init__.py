@@ -1,0 +1,1 @@
+"""The HTTP side of merchant-authd: application, middleware, routes and handlers."""

@@ -1,0 +1,121 @@
+"""Middleware: every failure becomes an ``ErrorDetail``, and every request one log line.
+
+This is the one place where error responses are produced.  ``TalerError`` carries its
+status and code; aiohttp's own HTTP exceptions (no route, wrong method) and storage
+failures are mapped here; anything unexpected is logged with its traceback and answered
+500 without one.  The same middleware adds CORS headers, answers preflight requests
+and redirects ``/instances/default/...`` to the unprefixed path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ..errors import EC, DatabaseError, TalerError
+from ..log import access_log
+from ..mfa import ChallengeRequired
+from .body import too_large
+from .keys import CONTEXT, TARGET
+
+log = logging.getLogger("merchant_authd.web")
+
+CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
+PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Headers": "*",
+    "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
+    "Access-Control-Max-Age": "86400",
+}
+DEFAULT_PREFIX = "/instances/default"
+MAX_LOGGED_PATH = 200
+
+_HTTP_CODES = {
+    404: EC.GENERIC_ENDPOINT_UNKNOWN,
+    405: EC.GENERIC_METHOD_INVALID,
+    413: EC.GENERIC_UPLOAD_EXCEEDS_LIMIT,
+    414: EC.GENERIC_URI_TOO_LONG,
+}
+
+
+def error_response(error: TalerError) -> web.Response:
+    """The JSON response of a Taler error."""
+    response = web.json_response(error.body(), status=error.status)
+    response.headers.update(error.headers)
+    if error.status == 413:
+        response.force_close()
+    return response
+
+
+def _from_http(exc: web.HTTPException) -> TalerError:
+    code = _HTTP_CODES.get(exc.status, EC.GENERIC_INTERNAL_INVARIANT_FAILURE)
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    return TalerError(exc.status, code, headers=headers)
+
+
+def _redirect_default(request: web.Request) -> web.Response | None:
+    path = request.path
+    if path != DEFAULT_PREFIX and not path.startswith(DEFAULT_PREFIX + "/"):
+        return None
+    raw = request.raw_path.split("?", 1)[0]
+    location = raw[len(DEFAULT_PREFIX) :] or "/"
+    if request.query_string:
+        location += "?" + request.query_string
+    return web.Response(status=308, headers={"Location": location})
+
+
+async def _dispatch(
+    request: web.Request, handler: Handler
+) -> tuple[web.StreamResponse, int]:
+    if request.method == "OPTIONS":
+        return web.Response(status=204, headers=PREFLIGHT_HEADERS), 0
+    redirect = _redirect_default(request)
+    if redirect is not None:
+        return redirect, 0
+    try:
+        declared = request.content_length
+        limit = request.app[CONTEXT].settings.body_limit
+        if declared is not None and declared > limit:
+            raise too_large(limit)
+        return await handler(request), 0
+    except ChallengeRequired as challenge:
+        return web.json_response(challenge.body, status=202), 0
+    except TalerError as error:
+        return error_response(error), error.code
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            return exc, 0
+        error = _from_http(exc)
+        return error_response(error), error.code
+    except DatabaseError as exc:
+        error = TalerError(500, exc.code)
+        return error_response(error), error.code
+    except Exception:
+        log.exception("unexpected failure handling %s %s", request.method, request.path)
+        error = TalerError(500, EC.GENERIC_INTERNAL_INVARIANT_FAILURE)
+        return error_response(error), error.code
+
+
+@web.middleware
+async def taler_middleware(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    """Map failures to ``ErrorDetail``, add CORS headers and log the outcome."""
+    started = time.perf_counter()
+    response, code = await _dispatch(request, handler)
+    response.headers.update(CORS_HEADERS)
+    target: Any = request.get(TARGET)
+    access_log.info(
+        "%s %s %d %d %s %.1fms",
+        request.method,
+        request.path[:MAX_LOGGED_PATH],
+        response.status,
+        int(code),
+        target.id if target is not None else "-",
+        (time.perf_counter() - started) * 1000,
+    )
+    return response
