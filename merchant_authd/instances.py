@@ -35,7 +35,9 @@ _DELAYS = (
 )
 
 
-def settings_from(body: dict[str, Any], base: dict[str, Any] | None = None) -> dict:
+def settings_from(
+    body: dict[str, Any], base: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The stored settings: ``base`` (or the defaults) updated by ``body``.
 
     An empty string removes an optional text member.
@@ -70,7 +72,9 @@ async def credentials(ctx: Context, auth: dict[str, Any]) -> tuple[str, str | No
     return "token", await crypto.hash_password(password, ctx.settings.bcrypt_cost)
 
 
-async def _same_credentials(ctx: Context, instance: Instance, auth: dict) -> bool:
+async def _same_credentials(
+    ctx: Context, instance: Instance, auth: dict[str, Any]
+) -> bool:
     if auth["method"] != instance.auth_method:
         return False
     if auth["method"] == "external":
@@ -100,8 +104,8 @@ async def create(
             idempotent
             and existing.id == body["id"]
             and existing.settings == settings_from(body)
-            and existing.email == body.get("email")
-            and existing.phone_number == body.get("phone_number")
+            and existing.email == (body.get("email") or None)
+            and existing.phone_number == (body.get("phone_number") or None)
             and await _same_credentials(ctx, existing, body["auth"])
         ):
             return existing, False

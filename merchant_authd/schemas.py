@@ -43,7 +43,7 @@ class StrictBool(fields.Boolean):
         return value
 
 
-class RelativeTime(fields.Field):
+class RelativeTime(fields.Field):  # type: ignore[type-arg]
     """``{"d_us": <microseconds> | "forever"}``; loads to an int or ``None``."""
 
     def __init__(self, *, allow_forever: bool = True, **kwargs: Any) -> None:
@@ -130,12 +130,12 @@ class Location(Base):
 
 
 def _check_email(value: str) -> None:
-    if value and not EMAIL.match(value):
+    if value and not EMAIL.fullmatch(value):
         raise ValidationError("not an e-mail address")
 
 
 def _check_phone(value: str) -> None:
-    if value and not PHONE.match(value):
+    if value and not PHONE.fullmatch(value):
         raise ValidationError("expected an international number such as +41790000000")
 
 
@@ -167,7 +167,7 @@ class InstanceReconfiguration(Base):
 
 
 def _check_id(value: str) -> None:
-    if len(value) > 255 or not INSTANCE_ID.match(value):
+    if len(value) > 255 or not INSTANCE_ID.fullmatch(value):
         raise ValidationError("instance ids are letters, digits and _ . @ -")
     if value.lower() in RESERVED_IDS:
         raise ValidationError("this instance id is reserved")
