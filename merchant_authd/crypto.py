@@ -43,6 +43,9 @@ def crockford_encode(data: bytes) -> str:
 
 def crockford_decode(text: str) -> bytes | None:
     """Inverse of :func:`crockford_encode`; ``None`` if ``text`` is not base32."""
+    if not text.isascii():
+        # Some letters grow when upper-cased ("ß" -> "SS"); none of them is base32.
+        return None
     value = 0
     for char in text.upper():
         digit = _CROCKFORD_DECODE.get(char)

@@ -5,13 +5,19 @@ number of free attempts each further failure doubles the wait, up to a maximum; 
 a key is blocked the password is not even checked (no bcrypt work for the attacker to
 spend).  A successful check clears both counters.  The counters live in the database,
 so a restart does not hand out a fresh set of attempts.
+
+The checks of one instance run one after the other (:meth:`PasswordThrottle.verify`):
+otherwise a burst of concurrent guesses would all pass the "blocked?" test before the
+first of them is counted as a failure.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
-from typing import Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 from .config import Settings
 from .errors import EC, TalerError
@@ -29,7 +35,7 @@ def backoff(free: int, base_s: float, max_s: float) -> Callable[[int], float]:
         over = failures - free
         if over <= 0:
             return 0.0
-        return min(base_s * 2 ** min(over - 1, 40), max_s)
+        return min(base_s * 2.0 ** min(over - 1, 40), max_s)
 
     return delay
 
@@ -54,10 +60,40 @@ class PasswordThrottle:
         free = settings.throttle_free_attempts
         self._address_delay = backoff(free, base, top)
         self._instance_delay = backoff(free * INSTANCE_FACTOR, base, top)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._waiting: dict[str, int] = {}
 
     @staticmethod
     def _keys(instance_id: str, address: str) -> tuple[str, str]:
         return f"password/instance/{instance_id}", f"password/address/{address}"
+
+    async def verify(
+        self, instance_id: str, address: str, check: Callable[[], Awaitable[bool]]
+    ) -> bool:
+        """Run one password ``check`` under the back-off and count its outcome.
+
+        Raises 429 without running ``check`` while the instance or address is blocked.
+        """
+        async with self._serialised(instance_id):
+            await self.check(instance_id, address)
+            if await check():
+                await self.success(instance_id, address)
+                return True
+            await self.failure(instance_id, address)
+            return False
+
+    @contextlib.asynccontextmanager
+    async def _serialised(self, instance_id: str) -> AsyncIterator[None]:
+        self._waiting[instance_id] = self._waiting.get(instance_id, 0) + 1
+        lock = self._locks.setdefault(instance_id, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            self._waiting[instance_id] -= 1
+            if not self._waiting[instance_id]:
+                del self._waiting[instance_id]
+                del self._locks[instance_id]
 
     async def check(self, instance_id: str, address: str) -> None:
         """Raise 429 while either key is blocked."""

@@ -144,7 +144,13 @@ ROUTES: tuple[Route, ...] = (
         TOKEN_REFRESH,
         allow_basic=True,
     ),
-    Route("DELETE", "/private/token", tokens.delete_private_token, Access.INSTANCE),
+    Route(
+        "DELETE",
+        "/private/token",
+        tokens.delete_private_token,
+        Access.INSTANCE,
+        allow_basic=True,
+    ),
     Route(
         "GET",
         "/private/tokens",

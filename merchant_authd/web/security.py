@@ -129,10 +129,10 @@ async def authenticate(
     if credential.scheme == "basic":
         if not allow_basic:
             raise _fail(request, instance_id, "Basic not accepted here")
-        if credential.username != instance_id:
-            await crypto.check_password(credential.secret, None, ctx.decoy_hash)
-            raise _fail(request, instance_id, "Basic user is another instance")
-        return await _password(ctx, request, instance_id, instance, credential.secret)
+        # A Basic user naming another instance is checked against no hash (the
+        # decoy), so it fails, throttled and at the same cost as a wrong password.
+        owner = instance if credential.username == instance_id else None
+        return await _password(ctx, request, instance_id, owner, credential.secret)
     raise _fail(request, instance_id, "no usable credential")
 
 
@@ -174,8 +174,13 @@ async def _password(
     password: str,
 ) -> Principal:
     address = client_address(request)
+    stored = instance.password_hash if instance is not None else None
+
+    async def matches() -> bool:
+        return await crypto.check_password(password, stored, ctx.decoy_hash)
+
     try:
-        await ctx.throttle.check(instance_id, address)
+        accepted = await ctx.throttle.verify(instance_id, address, matches)
     except TalerError:
         log.warning(
             "authentication refused for instance %s from %s: throttled",
@@ -183,9 +188,6 @@ async def _password(
             address,
         )
         raise
-    stored = instance.password_hash if instance is not None else None
-    if await crypto.check_password(password, stored, ctx.decoy_hash):
-        await ctx.throttle.success(instance_id, address)
-        return Principal("password", FULL, instance)
-    await ctx.throttle.failure(instance_id, address)
-    raise _fail(request, instance_id, "wrong password")
+    if not accepted:
+        raise _fail(request, instance_id, "wrong password")
+    return Principal("password", FULL, instance)
