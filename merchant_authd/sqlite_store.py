@@ -18,6 +18,7 @@ import sqlite3
 import time
 from importlib import resources
 from pathlib import Path
+from types import EllipsisType
 from typing import Any, AsyncIterator, Callable, Sequence
 
 import aiosqlite
@@ -27,6 +28,7 @@ from .store import (
     AccessToken,
     Challenge,
     ChallengeAlreadyConsumed,
+    CredentialsChanged,
     Instance,
     InstanceExists,
     NewAccessToken,
@@ -52,6 +54,9 @@ _CHALLENGE_COLUMNS = (
     " last_sent, solved, consumed"
 )
 _INSTANCE_COUNT = 12
+#: Seconds a connection waits for another one's lock before the step fails (tests
+#: that hold the database locked lower it).
+BUSY_TIMEOUT_S = 5.0
 
 
 def schema_text() -> str:
@@ -342,9 +347,22 @@ class SqliteStore(Store):
     # -- access tokens ----------------------------------------------------------------
 
     async def issue_token(
-        self, instance_serial: int, new: NewAccessToken, consume: Sequence[int] = ()
+        self,
+        instance_serial: int,
+        new: NewAccessToken,
+        consume: Sequence[int] = (),
+        *,
+        expected_hash: str | None | EllipsisType = ...,
     ) -> int:
         async with self._transaction() as conn:
+            if expected_hash is not ...:
+                rows = await conn.execute_fetchall(
+                    "SELECT 1 FROM instances WHERE serial = ? AND deleted = 0"
+                    " AND password_hash IS ?",
+                    (instance_serial, expected_hash),
+                )
+                if not list(rows):
+                    raise CredentialsChanged()
             await self._consume(conn, consume)
             await conn.execute(
                 "DELETE FROM access_tokens WHERE instance_serial = ?"
@@ -574,9 +592,11 @@ class SqliteStore(Store):
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(str(path), isolation_level=None, timeout=5.0)
+    conn = await aiosqlite.connect(
+        str(path), isolation_level=None, timeout=BUSY_TIMEOUT_S
+    )
     try:
-        await conn.execute("PRAGMA busy_timeout = 5000")
+        await conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         await conn.execute("PRAGMA foreign_keys = ON")
         await conn.execute("PRAGMA journal_mode = WAL")
         await conn.execute("PRAGMA synchronous = FULL")

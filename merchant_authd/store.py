@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import json
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any, Callable, Sequence
 
 
@@ -130,6 +131,10 @@ class ChallengeAlreadyConsumed(Exception):
     """A protected operation tried to consume a challenge already consumed."""
 
 
+class CredentialsChanged(Exception):
+    """The instance's credentials changed after the request was authenticated."""
+
+
 class Store(abc.ABC):
     """Async storage of instances, tokens, challenges and throttling state."""
 
@@ -198,9 +203,22 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def issue_token(
-        self, instance_serial: int, new: NewAccessToken, consume: Sequence[int] = ()
+        self,
+        instance_serial: int,
+        new: NewAccessToken,
+        consume: Sequence[int] = (),
+        *,
+        expected_hash: str | None | EllipsisType = ...,
     ) -> int:
-        """Store an access token; returns its serial."""
+        """Store an access token; returns its serial.
+
+        With ``expected_hash`` (the password hash the caller was authenticated
+        against) the token is stored only if the instance still has that hash and is
+        not deleted, checked in the same transaction; otherwise
+        :class:`CredentialsChanged`.  Without the check, a login whose password was
+        verified just before a concurrent password change committed would store a
+        token of the old password after the change had revoked all others.
+        """
 
     @abc.abstractmethod
     async def authenticate_token(

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 from . import crypto
 from .context import Context
 from .schemas import timestamp
-from .store import AccessToken, Instance, NewAccessToken
+from .errors import unauthorized
+from .store import AccessToken, CredentialsChanged, Instance, NewAccessToken
 
 #: Marker for "the request named no duration".
 DEFAULT = -1
@@ -39,16 +40,24 @@ async def issue(
     description: str | None,
     consume: Sequence[int] = (),
 ) -> dict[str, Any]:
-    """Store a new token; the ``LoginTokenSuccessResponse`` that reveals it."""
+    """Store a new token; the ``LoginTokenSuccessResponse`` that reveals it.
+
+    ``instance`` is the state the caller was authenticated against: if its password
+    changed since (a concurrent password change revoked every token), 401.
+    """
     now = int(time.time())
     lifetime = lifetime_us(ctx, duration_us)
     expiration = None if lifetime is None else now + math.ceil(lifetime / 1_000_000)
     secret, digest = crypto.new_access_token()
-    serial = await ctx.store.issue_token(
-        instance.serial,
-        NewAccessToken(digest, now, expiration, scope, refreshable, description),
-        consume,
-    )
+    try:
+        serial = await ctx.store.issue_token(
+            instance.serial,
+            NewAccessToken(digest, now, expiration, scope, refreshable, description),
+            consume,
+            expected_hash=instance.password_hash,
+        )
+    except CredentialsChanged:
+        raise unauthorized("the credentials changed meanwhile") from None
     return {
         "token": secret,
         "access_token": secret,
