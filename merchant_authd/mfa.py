@@ -19,14 +19,14 @@ import math
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable, NoReturn
 
 from . import crypto
 from .context import Context
 from .errors import EC, TalerError
 from .schemas import timestamp
 from .store import Challenge, Instance, NewChallenge
-from .tan import DeliveryFailed, mask_address, tan_message
+from .tan import DeliveryBusy, DeliveryFailed, mask_address, tan_message
 
 log = logging.getLogger("merchant_authd.mfa")
 
@@ -100,6 +100,30 @@ def _id_digest(challenge_id: str) -> bytes | None:
     return crypto.digest_secret(raw)
 
 
+def usable(ctx: Context, requirement: Requirement) -> Requirement:
+    """The channels of ``requirement`` that can deliver a TAN.
+
+    When all channels must be solved, each needs an address and a helper; when any
+    one suffices, unusable ones are left out.  Raises 403
+    ``MERCHANT_GENERIC_MFA_MISSING`` when what is left cannot satisfy the operation.
+    """
+    kept = []
+    for channel, address in requirement.channels:
+        if address and ctx.settings.helper_for(channel) is not None:
+            kept.append((channel, address))
+        elif requirement.combi_and:
+            raise _mfa_missing(channel)
+    if requirement.channels and not kept:
+        raise _mfa_missing(requirement.channels[0][0])
+    return Requirement(tuple(kept), requirement.combi_and)
+
+
+def _mfa_missing(channel: str) -> TalerError:
+    return TalerError(
+        403, EC.MERCHANT_GENERIC_MFA_MISSING, detail=f"no usable {channel} channel"
+    )
+
+
 async def require(
     ctx: Context,
     *,
@@ -108,27 +132,25 @@ async def require(
     digest: bytes,
     requirement: Requirement,
     header: str | None,
+    before_issue: Callable[[], Awaitable[None]] | None = None,
 ) -> list[int]:
     """Serials of the solved challenges that authorise this request.
 
     Raises :class:`ChallengeRequired` (202) when they are missing, or 403
     ``MERCHANT_GENERIC_MFA_MISSING`` when a needed channel cannot be used.
+    ``before_issue`` runs just before new challenges are created (a rate limit).
     """
     if not requirement.channels:
         return []
-    for channel, address in requirement.channels:
-        if not address or ctx.settings.helper_for(channel) is None:
-            raise TalerError(
-                403,
-                EC.MERCHANT_GENERIC_MFA_MISSING,
-                detail=f"no usable {channel} channel",
-            )
+    requirement = usable(ctx, requirement)
     now = int(time.time())
     solved = await _solved(
         ctx, instance_id, operation, digest, requirement, header, now
     )
     if solved is not None:
         return solved
+    if before_issue is not None:
+        await before_issue()
     issued = []
     new = []
     for channel, address in requirement.channels:
@@ -169,6 +191,31 @@ async def require(
     )
 
 
+async def reissue(
+    ctx: Context,
+    *,
+    instance_id: str,
+    operation: str,
+    digest: bytes,
+    requirement: Requirement,
+) -> NoReturn:
+    """Answer 202 with fresh challenges.
+
+    For a request whose solved challenges were consumed by a concurrent request
+    between the check and the commit (``ChallengeAlreadyConsumed``): like any replay
+    it is treated as if it named no challenges.
+    """
+    await require(
+        ctx,
+        instance_id=instance_id,
+        operation=operation,
+        digest=digest,
+        requirement=requirement,
+        header=None,
+    )
+    raise AssertionError("require() returned although nothing was solved")
+
+
 async def _solved(
     ctx: Context,
     instance_id: str,
@@ -182,7 +229,7 @@ async def _solved(
     if not digests:
         return None
     wanted = set(requirement.channels)
-    usable: dict[str, int] = {}
+    found: dict[str, int] = {}
     for challenge in await ctx.store.get_challenges(digests):
         if (
             challenge.instance_id == instance_id
@@ -193,11 +240,11 @@ async def _solved(
             and challenge.expires_at > now
             and (challenge.channel, challenge.address) in wanted
         ):
-            usable.setdefault(challenge.channel, challenge.serial)
+            found.setdefault(challenge.channel, challenge.serial)
     channels = {channel for channel, _ in requirement.channels}
     if requirement.combi_and:
-        return list(usable.values()) if channels <= set(usable) else None
-    return list(usable.values())[:1] or None
+        return list(found.values()) if channels <= set(found) else None
+    return list(found.values())[:1] or None
 
 
 def _new_id() -> tuple[str, bytes]:
@@ -205,12 +252,16 @@ def _new_id() -> tuple[str, bytes]:
     return crypto.crockford_encode(raw), crypto.digest_secret(raw)
 
 
-async def _find(ctx: Context, instance_id: str, challenge_id: str) -> Challenge:
+async def _find(
+    ctx: Context, instance_id: str, challenge_id: str, *, accept_expired: bool = False
+) -> Challenge:
+    """The challenge of this instance with this id; 404 if there is none (or if it
+    expired, unless ``accept_expired``)."""
     digest = _id_digest(challenge_id)
     challenge = await ctx.store.get_challenge(digest) if digest else None
     if challenge is None or challenge.instance_id != instance_id:
         raise TalerError(404, EC.MERCHANT_TAN_CHALLENGE_UNKNOWN)
-    if challenge.expires_at <= int(time.time()):
+    if not accept_expired and challenge.expires_at <= int(time.time()):
         raise TalerError(404, EC.MERCHANT_TAN_CHALLENGE_UNKNOWN, detail="expired")
     return challenge
 
@@ -224,12 +275,7 @@ async def send_tan(ctx: Context, instance_id: str, challenge_id: str) -> dict[st
     gap = ctx.settings.tan_retransmission // 1_000_000
     if challenge.last_sent is not None and now < challenge.last_sent + gap:
         wait = challenge.last_sent + gap - now
-        raise TalerError(
-            429,
-            EC.MERCHANT_TAN_TOO_EARLY,
-            detail=f"retransmission allowed in {wait} s",
-            headers={"Retry-After": str(wait)},
-        )
+        raise _too_early(wait, f"retransmission allowed in {wait} s")
     helper = ctx.settings.helper_for(challenge.channel)
     if helper is None:
         raise TalerError(
@@ -239,21 +285,26 @@ async def send_tan(ctx: Context, instance_id: str, challenge_id: str) -> dict[st
     solve_s = ctx.settings.tan_solve_time // 1_000_000
     message = tan_message(instance_id, tan, max(1, math.ceil(solve_s / 60)))
     try:
-        await ctx.tan_sender.send(helper, challenge.address, message)
-    except DeliveryFailed:
-        raise TalerError(502, EC.MERCHANT_TAN_MFA_HELPER_EXEC_FAILED) from None
-    salt = secrets.token_bytes(16)
-    stored = await ctx.store.record_transmission(
-        challenge.serial,
-        salt,
-        crypto.tan_digest(tan, salt),
-        MAX_ATTEMPTS,
-        now,
-        now + solve_s,
-        now - gap,
-    )
+        with ctx.tan_sender.exclusive(challenge.serial):
+            await ctx.tan_sender.send(helper, challenge.address, message)
+            salt = secrets.token_bytes(16)
+            stored = await ctx.store.record_transmission(
+                challenge.serial,
+                salt,
+                crypto.tan_digest(tan, salt),
+                MAX_ATTEMPTS,
+                now,
+                now + solve_s,
+                now - gap,
+            )
+    except DeliveryBusy:
+        raise _too_early(1, "a TAN is being delivered right now") from None
+    except DeliveryFailed as exc:
+        raise TalerError(
+            502, EC.MERCHANT_TAN_MFA_HELPER_EXEC_FAILED, detail=str(exc)
+        ) from None
     if not stored:
-        raise TalerError(429, EC.MERCHANT_TAN_TOO_EARLY, headers={"Retry-After": "1"})
+        raise _too_early(1, "another TAN was sent meanwhile")
     log.info("TAN for challenge of %s sent by %s", instance_id, challenge.channel)
     return {
         "solve_expiration": timestamp(now + solve_s),
@@ -263,17 +314,20 @@ async def send_tan(ctx: Context, instance_id: str, challenge_id: str) -> dict[st
 
 async def confirm(ctx: Context, instance_id: str, challenge_id: str, tan: str) -> None:
     """Check a TAN; on success the challenge is solved and its address validated."""
-    challenge = await _find(ctx, instance_id, challenge_id)
+    # An expired TAN is answered like a wrong one with no attempts left (409), as
+    # the API recommends, rather than as an unknown challenge.
+    challenge = await _find(ctx, instance_id, challenge_id, accept_expired=True)
     if challenge.solved:
         return
     now = int(time.time())
+    if challenge.tan_digest is None or challenge.tan_salt is None:
+        raise _failed(0, "no TAN was sent yet; request one first")
     if (
-        challenge.tan_digest is None
-        or challenge.tan_salt is None
-        or challenge.solve_expiration is None
+        challenge.solve_expiration is None
         or challenge.solve_expiration <= now
+        or challenge.expires_at <= now
     ):
-        raise _failed(0, "no valid TAN was sent; request a new one")
+        raise _failed(0, "the TAN expired")
     left = await ctx.store.take_attempt(challenge.serial)
     if left is None:
         raise TalerError(429, EC.MERCHANT_TAN_TOO_MANY_ATTEMPTS)
@@ -292,4 +346,13 @@ def _failed(left: int, detail: str) -> TalerError:
         EC.MERCHANT_TAN_CHALLENGE_FAILED,
         detail=detail,
         extra={"retry_counter": left},
+    )
+
+
+def _too_early(wait_s: int, detail: str) -> TalerError:
+    return TalerError(
+        429,
+        EC.MERCHANT_TAN_TOO_EARLY,
+        detail=detail,
+        headers={"Retry-After": str(max(1, wait_s))},
     )

@@ -2,8 +2,10 @@
 
 A helper is run without a shell, with the address (phone number or e-mail address) as
 its only argument and the message on standard input; exit status 0 means delivered.
-At most a configured number of helpers run at once, each under a time limit after
-which it is killed.  What a helper prints is never logged: it may echo the message.
+At most a configured number of helpers run at once; waiting for a free slot and
+running are each limited by the helper timeout, after which the helper (with every
+process it started) is killed, so a delivery never takes longer than twice the
+timeout.  What a helper prints is never logged: it may echo the message.
 """
 
 from __future__ import annotations
@@ -11,13 +13,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from pathlib import Path
+from typing import Iterator
 
 log = logging.getLogger("merchant_authd.tan")
+
+#: Variables that may carry the admin bootstrap secret (see ``context.py``); a helper
+#: has no use for them, so they are removed from its environment.
+HIDDEN_VARIABLES = ("TALER_MERCHANT_TOKEN", "TALER_MERCHANT_PASSWORD")
 
 
 class DeliveryFailed(Exception):
     """The helper could not be run, failed, or ran out of time."""
+
+
+class DeliveryBusy(Exception):
+    """A TAN for the same challenge is being delivered right now."""
+
+
+def helper_environment() -> dict[str, str]:
+    """The daemon's environment without the secrets a helper must not see."""
+    return {k: v for k, v in os.environ.items() if k not in HIDDEN_VARIABLES}
 
 
 class TanSender:
@@ -26,44 +44,76 @@ class TanSender:
     def __init__(self, concurrency: int, timeout_s: float) -> None:
         self._slots = asyncio.Semaphore(concurrency)
         self._timeout_s = timeout_s
+        self._pending: set[object] = set()
+
+    @contextlib.contextmanager
+    def exclusive(self, key: object) -> Iterator[None]:
+        """Hold ``key`` while delivering; raises :class:`DeliveryBusy` if taken.
+
+        Two concurrent requests for one challenge would otherwise both deliver a TAN
+        although only one of them can be stored.
+        """
+        if key in self._pending:
+            raise DeliveryBusy()
+        self._pending.add(key)
+        try:
+            yield
+        finally:
+            self._pending.discard(key)
 
     async def send(self, helper: Path, address: str, message: str) -> None:
         """Deliver ``message`` to ``address``; raises :class:`DeliveryFailed`."""
-        async with self._slots:
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    str(helper),
-                    address,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                log.error("TAN helper %s could not be started: %s", helper, exc)
-                raise DeliveryFailed(str(exc)) from exc
-            try:
-                await asyncio.wait_for(
-                    process.communicate(message.encode("utf-8")), self._timeout_s
-                )
-            except asyncio.TimeoutError:
-                _kill(process)
-                await process.wait()
-                log.error("TAN helper %s timed out and was killed", helper)
-                raise DeliveryFailed("timeout") from None
-            except asyncio.CancelledError:
-                _kill(process)
-                raise
-            except (BrokenPipeError, ConnectionResetError):
-                await process.wait()
-            if process.returncode != 0:
-                log.error(
-                    "TAN helper %s exited with status %s", helper, process.returncode
-                )
-                raise DeliveryFailed(f"exit status {process.returncode}")
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            log.error("no free slot to run TAN helper %s in time", helper)
+            raise DeliveryFailed("busy") from None
+        try:
+            await self._run(helper, address, message)
+        finally:
+            self._slots.release()
+
+    async def _run(self, helper: Path, address: str, message: str) -> None:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                str(helper),
+                address,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                env=helper_environment(),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            log.error(
+                "TAN helper %s could not be started: %s", helper, exc.strerror or exc
+            )
+            raise DeliveryFailed("not started") from None
+        try:
+            await asyncio.wait_for(
+                process.communicate(message.encode("utf-8")), self._timeout_s
+            )
+        except TimeoutError:
+            _kill(process)
+            await process.wait()
+            log.error("TAN helper %s timed out and was killed", helper)
+            raise DeliveryFailed("timeout") from None
+        except asyncio.CancelledError:
+            _kill(process)
+            raise
+        except (BrokenPipeError, ConnectionResetError):
+            await process.wait()
+        if process.returncode != 0:
+            log.error("TAN helper %s exited with status %s", helper, process.returncode)
+            raise DeliveryFailed(f"exit status {process.returncode}")
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:
+    # The helper leads its own process group (start_new_session), so whatever it
+    # started (a sendmail, a sleep in a shell script) is killed along with it.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         process.kill()
 

@@ -3,11 +3,14 @@ and public sign-up at ``POST /instances``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from .. import instances, mfa, tokens
 from ..errors import EC, TalerError, bad_parameter
 from ..schemas import InstanceConfiguration, InstanceReconfiguration, load
+from ..store import ChallengeAlreadyConsumed
 from .request import body_bytes, context, json_body, mfa_exempt, principal, target
 from .security import ADMIN, client_address
 
@@ -63,17 +66,21 @@ async def delete_instance(request: web.Request) -> web.Response:
     purge = _purge(request)
     if instance.deleted and not purge:
         raise TalerError(404, EC.MERCHANT_GENERIC_INSTANCE_DELETED)
+    binding: dict[str, Any] = {
+        "instance_id": instance.id,
+        "operation": mfa.DELETE_INSTANCE,
+        "digest": mfa.body_digest(await body_bytes(request), f"purge={purge}"),
+        "requirement": mfa.requirement_for(ctx, instance),
+    }
     consume: list[int] = []
     if not mfa_exempt(request):
         consume = await mfa.require(
-            ctx,
-            instance_id=instance.id,
-            operation=mfa.DELETE_INSTANCE,
-            digest=mfa.body_digest(await body_bytes(request), f"purge={purge}"),
-            requirement=mfa.requirement_for(ctx, instance),
-            header=request.headers.get(mfa.HEADER),
+            ctx, **binding, header=request.headers.get(mfa.HEADER)
         )
-    await ctx.store.delete_instance(instance.serial, purge, consume)
+    try:
+        await ctx.store.delete_instance(instance.serial, purge, consume)
+    except ChallengeAlreadyConsumed:
+        await mfa.reissue(ctx, **binding)
     return web.Response(status=204)
 
 
@@ -81,7 +88,7 @@ def _token_validity_ms(request: web.Request) -> int | None:
     raw = request.query.get("token_validity_ms")
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) == 0 or int(raw) > 2**53 // 1000:
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= 2**53 // 1000:
         raise bad_parameter("token_validity_ms", "expected a positive integer")
     return int(raw)
 
@@ -96,31 +103,48 @@ async def post_instances(request: web.Request) -> web.Response:
     body = load(_CREATE, data, member_codes=_AUTH_CODES)
     if body["id"].lower() == ADMIN:
         raise bad_parameter("id", "this instance id is reserved")
+    if body["auth"]["method"] == "external":
+        # A public sign-up must not create an instance that anyone may use.
+        raise TalerError(
+            400,
+            EC.MERCHANT_PRIVATE_POST_INSTANCES_BAD_AUTH,
+            detail="sign-up needs a password",
+        )
     requirement = _signup_requirement(ctx.settings.mandatory_tan_channels, body)
     if await ctx.store.find_instance_folded(body["id"]) is not None:
         raise TalerError(409, EC.MERCHANT_PRIVATE_POST_INSTANCES_ALREADY_EXISTS)
-    header = request.headers.get(mfa.HEADER)
-    if not header:
+
+    async def count_signup() -> None:
         await ctx.signups.attempt(client_address(request))
+
     consume = await mfa.require(
         ctx,
         instance_id=body["id"],
         operation=mfa.SELF_PROVISION,
         digest=mfa.body_digest(raw, request.query_string),
         requirement=requirement,
-        header=header,
+        header=request.headers.get(mfa.HEADER),
+        before_issue=count_signup,
     )
     channels = [channel for channel, _ in requirement.channels]
-    instance, _ = await instances.create(
-        ctx, body, consume=consume, validated=channels, idempotent=False
-    )
+    try:
+        instance, _ = await instances.create(
+            ctx, body, consume=consume, validated=channels, idempotent=False
+        )
+    except ChallengeAlreadyConsumed:
+        # A concurrent identical sign-up used the challenges and created it.
+        raise TalerError(
+            409, EC.MERCHANT_PRIVATE_POST_INSTANCES_ALREADY_EXISTS
+        ) from None
     if validity_ms is None:
         return web.Response(status=204)
     issued = await tokens.issue(ctx, instance, "all", True, validity_ms * 1000, None)
     return web.json_response(issued)
 
 
-def _signup_requirement(mandatory: tuple[str, ...], body: dict) -> mfa.Requirement:
+def _signup_requirement(
+    mandatory: tuple[str, ...], body: dict[str, Any]
+) -> mfa.Requirement:
     addresses = {"email": body.get("email"), "sms": body.get("phone_number")}
     channels = {c for c, address in addresses.items() if address} | set(mandatory)
     if not channels:

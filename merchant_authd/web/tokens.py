@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -10,10 +12,13 @@ from .. import mfa, tokens
 from ..errors import EC, TalerError, bad_parameter
 from ..schemas import LoginTokenRequest, load
 from ..scopes import grant_for, parse_scope
+from ..store import ChallengeAlreadyConsumed
 from .request import context, json_body, principal, target
 
 _LOGIN = LoginTokenRequest()
 _INT64_MAX = 2**63 - 1
+#: Plain ASCII decimal integers; ``int()`` alone would take " 5", "+5", "1_0", "٥".
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
 
 
 async def post_private_token(request: web.Request) -> web.Response:
@@ -35,30 +40,38 @@ async def post_private_token(request: web.Request) -> web.Response:
             EC.GENERIC_TOKEN_PERMISSION_INSUFFICIENT,
             detail="the new scope must be within the refreshing token's scope",
         )
+    binding: dict[str, Any] = {
+        "instance_id": instance.id,
+        "operation": mfa.TOKEN,
+        "digest": mfa.body_digest(raw),
+        "requirement": mfa.requirement_for(ctx, instance),
+    }
     consume: list[int] = []
     if caller.kind == "password":
         consume = await mfa.require(
-            ctx,
-            instance_id=instance.id,
-            operation=mfa.TOKEN,
-            digest=mfa.body_digest(raw),
-            requirement=mfa.requirement_for(ctx, instance),
-            header=request.headers.get(mfa.HEADER),
+            ctx, **binding, header=request.headers.get(mfa.HEADER)
         )
-    issued = await tokens.issue(
-        ctx,
-        instance,
-        scope,
-        refreshable,
-        body.get("duration", tokens.DEFAULT),
-        body.get("description"),
-        consume,
-    )
+    try:
+        issued = await tokens.issue(
+            ctx,
+            instance,
+            scope,
+            refreshable,
+            body.get("duration", tokens.DEFAULT),
+            body.get("description"),
+            consume,
+        )
+    except ChallengeAlreadyConsumed:
+        await mfa.reissue(ctx, **binding)
     return web.json_response(issued)
 
 
 async def delete_private_token(request: web.Request) -> web.Response:
-    """Revoke the access token that authenticates this request."""
+    """Revoke the access token that authenticates this request.
+
+    A caller authenticated by password (Basic or the legacy bearer form) presents no
+    token: nothing is revoked, and the answer is still 204.
+    """
     caller = principal(request)
     if caller.token is not None:
         await context(request).store.revoke_token(
@@ -71,10 +84,9 @@ def _int_query(request: web.Request, name: str, default: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw, 10)
-    except ValueError:
-        raise bad_parameter(name, "expected an integer") from None
+    if not _INTEGER.fullmatch(raw):
+        raise bad_parameter(name, "expected an integer")
+    value = int(raw, 10)
     if not -_INT64_MAX <= value <= _INT64_MAX:
         raise bad_parameter(name, "out of range")
     return value
