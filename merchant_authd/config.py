@@ -247,7 +247,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("merchant-authd", "HELPER_CONCURRENCY", "helper_concurrency",
            _int_range(1, 256), "4", "TAN helpers that may run at the same time."),
     Option("merchant-authd", "SIGNUP_LIMIT", "signup_limit", _int_range(1, 100000),
-           "5", "Self-provisioning sign-ups allowed per client address per hour."),
+           "5", "Sign-ups (self-provisioning) and forgot-password requests that "
+           "send TANs, each allowed this often per client address per hour."),
     Option("merchant-authd", "LOG_LEVEL", "log_level", parse_log_level, "INFO",
            "DEBUG, INFO, WARNING or ERROR."),
 )

@@ -10,7 +10,7 @@ from . import crypto
 from .config import Settings
 from .store import Store
 from .tan import TanSender
-from .throttle import PasswordThrottle, SignupLimiter
+from .throttle import AttemptLimiter, PasswordThrottle
 
 log = logging.getLogger("merchant_authd")
 
@@ -27,7 +27,8 @@ class Context:
     bootstrap_secret: str | None = field(default=None, repr=False)
     decoy_hash: str = field(default="", repr=False)  # see crypto.check_password
     throttle: PasswordThrottle = field(init=False)
-    signups: SignupLimiter = field(init=False)
+    signups: AttemptLimiter = field(init=False)
+    password_resets: AttemptLimiter = field(init=False)
     tan_sender: TanSender = field(init=False)
 
     def __post_init__(self) -> None:
@@ -37,7 +38,10 @@ class Context:
         """Use new settings (at start-up, and when SIGHUP re-reads the file)."""
         self.settings = settings
         self.throttle = PasswordThrottle(self.store, settings)
-        self.signups = SignupLimiter(self.store, settings.signup_limit)
+        self.signups = AttemptLimiter(self.store, "signup", settings.signup_limit)
+        self.password_resets = AttemptLimiter(
+            self.store, "forgot-password", settings.signup_limit
+        )
         self.tan_sender = TanSender(
             settings.helper_concurrency, settings.helper_timeout / 1e6
         )

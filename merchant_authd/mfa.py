@@ -33,6 +33,8 @@ log = logging.getLogger("merchant_authd.mfa")
 HEADER = "Taler-Challenge-Ids"
 MAX_IDS = 16
 MAX_ATTEMPTS = 3
+#: Resending extends a challenge's life, but never beyond this after its creation.
+MAX_CHALLENGE_LIFETIME_S = 86_400
 
 #: Operation names bound into challenges.
 TOKEN = "POST /private/token"
@@ -282,8 +284,11 @@ async def send_tan(ctx: Context, instance_id: str, challenge_id: str) -> dict[st
             502, EC.MERCHANT_TAN_MFA_HELPER_EXEC_FAILED, detail="no helper"
         )
     tan = crypto.new_tan()
-    solve_s = ctx.settings.tan_solve_time // 1_000_000
-    message = tan_message(instance_id, tan, max(1, math.ceil(solve_s / 60)))
+    solve_until = min(
+        now + ctx.settings.tan_solve_time // 1_000_000,
+        challenge.created_at + MAX_CHALLENGE_LIFETIME_S,
+    )
+    message = tan_message(instance_id, tan, max(1, math.ceil((solve_until - now) / 60)))
     try:
         with ctx.tan_sender.exclusive(challenge.serial):
             await ctx.tan_sender.send(helper, challenge.address, message)
@@ -294,7 +299,7 @@ async def send_tan(ctx: Context, instance_id: str, challenge_id: str) -> dict[st
                 crypto.tan_digest(tan, salt),
                 MAX_ATTEMPTS,
                 now,
-                now + solve_s,
+                solve_until,
                 now - gap,
             )
     except DeliveryBusy:
@@ -307,7 +312,7 @@ async def send_tan(ctx: Context, instance_id: str, challenge_id: str) -> dict[st
         raise _too_early(1, "another TAN was sent meanwhile")
     log.info("TAN for challenge of %s sent by %s", instance_id, challenge.channel)
     return {
-        "solve_expiration": timestamp(now + solve_s),
+        "solve_expiration": timestamp(solve_until),
         "earliest_retransmission": timestamp(now + gap),
     }
 

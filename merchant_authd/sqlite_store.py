@@ -449,8 +449,8 @@ class SqliteStore(Store):
             )
             rows = await conn.execute_fetchall(
                 "SELECT COUNT(*) FROM challenges WHERE instance_id = ?"
-                " AND solved = 0 AND expires_at > ?",
-                (new[0].instance_id, now),
+                " AND operation = ? AND solved = 0 AND expires_at > ?",
+                (new[0].instance_id, new[0].operation, now),
             )
             active = list(rows)[0][0]
             if active + len(new) > max_active:

@@ -248,7 +248,10 @@ class Store(abc.ABC):
         self, new: Sequence[NewChallenge], max_active: int, now: int
     ) -> list[int] | None:
         """Store challenges unless the instance would exceed ``max_active`` unsolved,
-        unexpired ones (then ``None``)."""
+        unexpired ones for the same operation (then ``None``).
+
+        Counting per operation keeps a flood of public forgot-password requests from
+        blocking the instance's own logins."""
 
     @abc.abstractmethod
     async def get_challenge(self, id_digest: bytes) -> Challenge | None:

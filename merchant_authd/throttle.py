@@ -118,16 +118,21 @@ class PasswordThrottle:
             await self._store.reset_throttle(list(states))
 
 
-class SignupLimiter:
-    """At most ``limit`` sign-up attempts per client address per hour of activity."""
+class AttemptLimiter:
+    """At most ``limit`` attempts of one kind per client address per hour of activity.
 
-    def __init__(self, store: Store, limit: int) -> None:
+    Used for the public requests that make the daemon send TANs to somebody:
+    sign-ups and forgot-password.
+    """
+
+    def __init__(self, store: Store, kind: str, limit: int) -> None:
         self._store = store
+        self._kind = kind
         self._limit = limit
 
     async def attempt(self, address: str) -> None:
-        """Count one sign-up attempt; raise 429 when the address used up its quota."""
-        key = f"signup/address/{address}"
+        """Count one attempt; raise 429 when the address used up its quota."""
+        key = f"{self._kind}/address/{address}"
         now = time.time()
         state = (await self._store.get_throttle([key])).get(key)
         if state is not None and state.blocked_until <= now:

@@ -24,7 +24,7 @@ from merchant_authd import config
 from merchant_authd.config import Settings
 from merchant_authd.errors import EC, TalerError
 from merchant_authd.sqlite_store import SqliteStore
-from merchant_authd.throttle import INSTANCE_FACTOR, SignupLimiter, backoff
+from merchant_authd.throttle import INSTANCE_FACTOR, AttemptLimiter, backoff
 from merchant_authd.web.app import create_app
 
 LONG_US = 600_000_000  # a 10-minute base delay: no test outruns it
@@ -303,7 +303,7 @@ async def test_block_survives_a_restart(make_shops):
 async def test_signup_limiter(tmp_path: Path, clock):
     store = await SqliteStore.open(tmp_path / "signup.sqlite3")
     try:
-        limiter = SignupLimiter(store, 2)
+        limiter = AttemptLimiter(store, "signup", 2)
         await limiter.attempt("192.0.2.1")
         await limiter.attempt("192.0.2.1")
         with pytest.raises(TalerError) as raised:

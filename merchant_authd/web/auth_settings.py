@@ -12,7 +12,7 @@ from ..errors import EC, TalerError, unknown_instance
 from ..schemas import AuthConfig, load
 from ..store import ChallengeAlreadyConsumed
 from .request import context, json_body, mfa_exempt, target
-from .security import ADMIN
+from .security import ADMIN, client_address
 
 log = logging.getLogger("merchant_authd.auth")
 
@@ -73,7 +73,16 @@ async def post_forgot_password(request: web.Request) -> web.Response:
         "digest": mfa.body_digest(raw),
         "requirement": requirement,
     }
-    consume = await mfa.require(ctx, **binding, header=request.headers.get(mfa.HEADER))
+
+    async def count_reset() -> None:
+        await ctx.password_resets.attempt(client_address(request))
+
+    consume = await mfa.require(
+        ctx,
+        **binding,
+        header=request.headers.get(mfa.HEADER),
+        before_issue=count_reset,
+    )
     method, password_hash = await instances.credentials(ctx, body)
     try:
         await ctx.store.set_auth(instance.serial, method, password_hash, consume)
