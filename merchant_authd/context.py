@@ -57,6 +57,8 @@ def bootstrap_secret(cli_value: str | None) -> str | None:
         if not cli_value.startswith(crypto.TOKEN_PREFIX):
             raise ValueError("--auth must start with secret-token:")
         value = cli_value[len(crypto.TOKEN_PREFIX) :]
+        if not value:
+            raise ValueError("--auth needs a secret after secret-token:")
     else:
         value = next(
             (os.environ[v] for v in BOOTSTRAP_VARIABLES if os.environ.get(v)), ""

@@ -632,7 +632,9 @@ class TestBootstrapSecretSources:
         monkeypatch.setenv("TALER_MERCHANT_TOKEN", "from-env")
         assert bootstrap_secret("secret-token:from-cli") == "from-cli"
 
-    @pytest.mark.parametrize("value", ["plain", "Bearer secret-token:x", ""])
+    @pytest.mark.parametrize(
+        "value", ["plain", "Bearer secret-token:x", "", "secret-token:"]
+    )
     def test_command_line_needs_prefix(self, value: str) -> None:
         with pytest.raises(ValueError):
             bootstrap_secret(value)
