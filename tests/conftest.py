@@ -12,11 +12,12 @@ from typing import Any, Awaitable, Callable
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from merchant_authd import config
 from merchant_authd.config import Settings
 from merchant_authd.web.app import create_app
+from merchant_authd.web.protocol import TalerAppRunner, server_options
 
 ADMIN_PASSWORD = "admin-secret-pw"
 
@@ -49,6 +50,13 @@ def settings(tmp_path: Path) -> Settings:
     return config.defaults(database=tmp_path / "authd.sqlite3", bcrypt_cost=4)
 
 
+class DaemonTestServer(TestServer):
+    """A test server with the connection handling the daemon runs in production."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return TalerAppRunner(self.app, **{**server_options(), **kwargs})
+
+
 MakeClient = Callable[..., Awaitable[TestClient]]
 
 
@@ -60,7 +68,7 @@ def make_client(aiohttp_client: Any, settings: Settings) -> MakeClient:
         app: web.Application = create_app(
             config.replace(settings, **overrides), bootstrap_secret=bootstrap_secret
         )
-        client: TestClient = await aiohttp_client(app)
+        client: TestClient = await aiohttp_client(DaemonTestServer(app))
         return client
 
     return make

@@ -3,10 +3,13 @@
 aiohttp inflates ``gzip`` and ``deflate`` bodies incrementally with a bounded output
 per step, so counting the bytes as they arrive applies the limit to the inflated
 size; reading stops at the first byte over it, and nothing larger is ever buffered.
+A body must also arrive in time: a client that sends it a byte at a time would
+otherwise hold its handler forever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -24,22 +27,39 @@ def too_large(limit: int) -> TalerError:
     )
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The (inflated) body, at most ``limit`` bytes; 413 beyond, 400 if broken."""
+async def read_body(
+    request: web.Request, limit: int, timeout: float | None = None
+) -> bytes:
+    """The (inflated) body, at most ``limit`` bytes; 413 beyond, 400 if broken.
+
+    408 if it has not arrived ``timeout`` seconds after reading began.
+    """
     declared = request.content_length
     if declared is not None and declared > limit:
         raise too_large(limit)
     chunks: list[bytes] = []
     total = 0
     try:
-        while True:
-            chunk = await request.content.readany()
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > limit:
-                raise too_large(limit)
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout):
+            while True:
+                chunk = await request.content.readany()
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > limit:
+                    raise too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise TalerError(
+            408,
+            EC.GENERIC_JSON_INVALID,
+            detail=f"the body did not arrive within {timeout:g} s",
+        ) from None
+    except ConnectionError:
+        # The client went away mid-body; nobody will read this answer.
+        raise TalerError(
+            400, EC.GENERIC_JSON_INVALID, detail="incomplete body"
+        ) from None
     except (RequestPayloadError, ContentEncodingError) as exc:
         cause = exc.__cause__ if exc.__cause__ is not None else exc
         if isinstance(cause, ContentEncodingError) or isinstance(
@@ -62,6 +82,9 @@ def parse_json(body: bytes, *, allow_empty: bool = False) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        # An escaped lone surrogate ("\ud800") decodes to a string that no UTF-8
+        # encoder (bcrypt, SQLite) accepts; refuse it here rather than fail later.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError) as exc:
         detail = (
             "not valid UTF-8 JSON"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -33,6 +34,8 @@ PREFLIGHT_HEADERS = {
 }
 DEFAULT_PREFIX = "/instances/default"
 MAX_LOGGED_PATH = 200
+#: Longest request target (path and query) served; longer ones are answered 414.
+MAX_URI_LENGTH = 4096
 
 _HTTP_CODES = {
     404: EC.GENERIC_ENDPOINT_UNKNOWN,
@@ -46,7 +49,7 @@ def error_response(error: TalerError) -> web.Response:
     """The JSON response of a Taler error."""
     response = web.json_response(error.body(), status=error.status)
     response.headers.update(error.headers)
-    if error.status == 413:
+    if error.status in (408, 413):  # the rest of the body is not worth reading
         response.force_close()
     return response
 
@@ -61,16 +64,24 @@ def _redirect_default(request: web.Request) -> web.Response | None:
     path = request.path
     if path != DEFAULT_PREFIX and not path.startswith(DEFAULT_PREFIX + "/"):
         return None
-    raw = request.raw_path.split("?", 1)[0]
-    location = raw[len(DEFAULT_PREFIX) :] or "/"
-    if request.query_string:
-        location += "?" + request.query_string
+    raw, _, raw_query = request.raw_path.partition("?")
+    if raw == DEFAULT_PREFIX or raw.startswith(DEFAULT_PREFIX + "/"):
+        location = raw[len(DEFAULT_PREFIX) :] or "/"
+    else:  # the prefix was sent percent-encoded ("/instances/%64efault")
+        location = quote(path[len(DEFAULT_PREFIX) :]) or "/"
+    if raw_query:
+        # The query as sent: decoded, "%0D%0A" would end the header and "%26"
+        # would become a separator.
+        location += "?" + raw_query
     return web.Response(status=308, headers={"Location": location})
 
 
 async def _dispatch(
     request: web.Request, handler: Handler
 ) -> tuple[web.StreamResponse, int]:
+    if len(request.raw_path) > MAX_URI_LENGTH:
+        failure = TalerError(414, EC.GENERIC_URI_TOO_LONG)
+        return error_response(failure), failure.code
     if request.method == "OPTIONS":
         return web.Response(status=204, headers=PREFLIGHT_HEADERS), 0
     redirect = _redirect_default(request)
@@ -89,15 +100,13 @@ async def _dispatch(
     except web.HTTPException as exc:
         if exc.status < 400:
             return exc, 0
-        error = _from_http(exc)
-        return error_response(error), error.code
+        failure = _from_http(exc)
     except DatabaseError as exc:
-        error = TalerError(500, exc.code)
-        return error_response(error), error.code
+        failure = TalerError(500, exc.code)
     except Exception:
         log.exception("unexpected failure handling %s %s", request.method, request.path)
-        error = TalerError(500, EC.GENERIC_INTERNAL_INVARIANT_FAILURE)
-        return error_response(error), error.code
+        failure = TalerError(500, EC.GENERIC_INTERNAL_INVARIANT_FAILURE)
+    return error_response(failure), failure.code
 
 
 @web.middleware

@@ -11,6 +11,7 @@ from ..errors import unknown_instance
 from ..store import Instance
 from .body import parse_json, read_body
 from .keys import CONTEXT, PRINCIPAL, TARGET
+from .protocol import body_timeout
 from .security import Principal
 
 
@@ -26,7 +27,7 @@ def principal(request: web.Request) -> Principal:
 
 def target(request: web.Request) -> Instance:
     """The instance the request acts on (looked up by the route guard)."""
-    instance = request.get(TARGET)
+    instance: Instance | None = request.get(TARGET)
     if instance is None:
         raise unknown_instance(request.match_info.get("instance", "admin"))
     return instance
@@ -34,7 +35,8 @@ def target(request: web.Request) -> Instance:
 
 async def body_bytes(request: web.Request) -> bytes:
     """The raw (inflated) body within the configured limit."""
-    return await read_body(request, context(request).settings.body_limit)
+    limit = context(request).settings.body_limit
+    return await read_body(request, limit, body_timeout(request))
 
 
 async def json_body(
