@@ -1,9 +1,10 @@
 """Loggers of the daemon and how log lines are written.
 
-Lines go to standard error.  Under systemd (``JOURNAL_STREAM`` set) they carry no
-timestamp, since the journal adds its own, and start with the ``<N>`` syslog priority
-prefix that journald reads.  No log line ever contains a password, token, TAN or an
-``Authorization`` header: call sites log instance ids, addresses and outcomes only.
+Lines go to standard error.  When that is the journal (the stream ``JOURNAL_STREAM``
+names) they carry no timestamp, since the journal adds its own, and start with the
+``<N>`` syslog priority prefix that journald reads.  No log line ever contains a
+password, token, TAN or an ``Authorization`` header: call sites log instance ids,
+addresses and outcomes only.
 """
 
 from __future__ import annotations
@@ -34,8 +35,18 @@ class JournalFormatter(logging.Formatter):
 
 
 def under_journal() -> bool:
-    """Whether standard error is connected to the systemd journal."""
-    return bool(os.environ.get("JOURNAL_STREAM"))
+    """Whether standard error is the stream systemd connected to the journal.
+
+    ``JOURNAL_STREAM`` names that stream as ``device:inode``; it is inherited by
+    child processes whose standard error may go elsewhere, so it is compared with
+    what standard error really is.
+    """
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        stat = os.fstat(sys.stderr.fileno())
+        return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+    except (ValueError, OSError, AttributeError):
+        return False
 
 
 def setup(level: str) -> None:

@@ -1,4 +1,11 @@
-"""Running the daemon: listen, tell systemd, stop on SIGTERM, reload on SIGHUP."""
+"""Running the daemon: listen, tell systemd, stop on SIGTERM, reload on SIGHUP.
+
+SIGTERM (or SIGINT) stops accepting connections, lets requests in flight finish for
+up to :data:`SHUTDOWN_GRACE_S` seconds and then closes the database.  SIGHUP re-reads
+the configuration file and sets up logging again; what needs a restart
+(:data:`RESTART_ONLY`) keeps its running value, and a file that does not load leaves
+everything as it was.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +13,19 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from dataclasses import replace
+from typing import Any, Mapping
 
 from aiohttp import web
 
-from . import config, log as logsetup
+from . import config
+from . import log as logsetup
 from .config import Settings
 from .sdnotify import notify
 from .web.app import create_app
 from .web.keys import CONTEXT
+from .web.protocol import TalerAppRunner, server_options
 
 log = logging.getLogger("merchant_authd")
 
@@ -22,6 +33,13 @@ log = logging.getLogger("merchant_authd")
 SHUTDOWN_GRACE_S = 10.0
 #: Options that SIGHUP cannot change: they need a restart.
 RESTART_ONLY = ("serve", "port", "bind_to", "unixpath", "unixpath_mode", "database")
+
+
+def _url(address: Any) -> str:
+    host, port = address[0], address[1]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 async def _start_site(runner: web.AppRunner, settings: Settings) -> str:
@@ -36,28 +54,51 @@ async def _start_site(runner: web.AppRunner, settings: Settings) -> str:
         return f"unix:{path}"
     site = web.TCPSite(runner, settings.bind_to, settings.port, reuse_address=True)
     await site.start()
-    return f"http://{settings.bind_to}:{settings.port}"
+    # The bound addresses, not the configured ones: PORT = 0 picks a free port.
+    return ", ".join(_url(address) for address in runner.addresses)
 
 
-def _reload(app: web.Application, settings: Settings) -> None:
-    source = settings.source
+def _reload(app: web.Application, overrides: Mapping[str, Any]) -> None:
+    # systemd wants the reload's start time on its monotonic clock.
+    now_us = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    notify(f"RELOADING=1\nMONOTONIC_USEC={now_us}")
     try:
-        fresh = config.load(source)
-    except config.ConfigError as exc:
-        log.error("reload refused, keeping the running configuration: %s", exc)
-        return
-    keep = {name: getattr(settings, name) for name in RESTART_ONLY}
-    fresh = replace(fresh, **keep)
-    logsetup.setup(fresh.log_level)
-    app[CONTEXT].reconfigure(fresh)
-    log.info("configuration re-read from %s", source or "defaults")
+        settings = app[CONTEXT].settings
+        try:
+            fresh = config.load(settings.source)
+        except config.ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        keep = {name: getattr(settings, name) for name in RESTART_ONLY}
+        fresh = replace(fresh, **{**keep, **overrides})
+        logsetup.setup(fresh.log_level)
+        app[CONTEXT].reconfigure(fresh)
+        log.info("configuration re-read from %s", settings.source or "defaults")
+    finally:
+        notify("READY=1")
 
 
-async def serve(settings: Settings, bootstrap_secret: str | None) -> int:
-    """Serve until SIGTERM or SIGINT; the process exit status."""
+async def serve(
+    settings: Settings,
+    bootstrap_secret: str | None,
+    overrides: Mapping[str, Any] | None = None,
+) -> int:
+    """Serve until SIGTERM or SIGINT; the process exit status.
+
+    ``overrides`` are settings given on the command line: a reload keeps them.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Installed before start-up, so that a SIGTERM during it is a clean stop too.
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     app = create_app(settings, bootstrap_secret=bootstrap_secret)
-    runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
+    runner = TalerAppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=SHUTDOWN_GRACE_S,
+        **server_options(),
     )
     try:
         await runner.setup()
@@ -66,20 +107,23 @@ async def serve(settings: Settings, bootstrap_secret: str | None) -> int:
         log.error("cannot start: %s", exc)
         await runner.cleanup()
         return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(app, app[CONTEXT].settings))
+    loop.add_signal_handler(signal.SIGHUP, _reload, app, dict(overrides or {}))
     log.info("merchant-authd serving on %s, database %s", where, settings.database_path)
-    notify("READY=1")
+    notify(f"READY=1\nSTATUS=serving on {where}")
     await stop.wait()
-    notify("STOPPING=1")
-    log.info("shutting down")
+    # A reload now would reconfigure services that are being torn down.
+    loop.add_signal_handler(signal.SIGHUP, log.info, "reload ignored: shutting down")
+    notify("STOPPING=1\nSTATUS=finishing requests in flight")
+    log.info("shutting down: finishing requests in flight")
     await runner.cleanup()
+    log.info("stopped")
     return 0
 
 
-def run(settings: Settings, bootstrap_secret: str | None) -> int:
+def run(
+    settings: Settings,
+    bootstrap_secret: str | None,
+    overrides: Mapping[str, Any] | None = None,
+) -> int:
     """Blocking entry point used by the command line."""
-    return asyncio.run(serve(settings, bootstrap_secret))
+    return asyncio.run(serve(settings, bootstrap_secret, overrides))
