@@ -278,3 +278,20 @@ async def test_debug_log_holds_no_secret(tmp_path: Path) -> None:
         assert secret not in log
     assert "Authorization" not in log and "Bearer" not in log and "Basic " not in log
     assert "$2b$" not in log  # no password hash either
+
+
+async def test_challenge_ids_stay_out_of_the_access_log(make_client, caplog):
+    client = await make_client()
+    challenge_id = "7" * 52
+    with caplog.at_level(logging.INFO, logger="merchant_authd.access"):
+        response = await client.post(
+            f"/instances/shop/challenge/{challenge_id}", json={}
+        )
+    assert response.status == 404
+    lines = [
+        r.getMessage() for r in caplog.records if r.name == "merchant_authd.access"
+    ]
+    assert lines and lines[-1].startswith(
+        "POST /instances/shop/challenge/{challenge_id} 404 2130"
+    )
+    assert challenge_id not in caplog.text

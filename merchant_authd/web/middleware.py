@@ -109,6 +109,17 @@ async def _dispatch(
     return error_response(failure), failure.code
 
 
+def _logged_path(request: web.Request) -> str:
+    """The shortened path, with a challenge id (a capability) left out."""
+    match = request.match_info
+    resource = match.route.resource
+    if "challenge_id" in match and resource is not None:
+        return resource.canonical.format_map(
+            {**match, "challenge_id": "{challenge_id}"}
+        )
+    return request.path[:MAX_LOGGED_PATH]
+
+
 @web.middleware
 async def taler_middleware(
     request: web.Request, handler: Handler
@@ -121,7 +132,7 @@ async def taler_middleware(
     access_log.info(
         "%s %s %d %d %s %.1fms",
         request.method,
-        request.path[:MAX_LOGGED_PATH],
+        _logged_path(request),
         response.status,
         int(code),
         target.id if target is not None else "-",
