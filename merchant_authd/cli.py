@@ -250,7 +250,7 @@ async def instances(settings: Settings, args: argparse.Namespace) -> int:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         print("  ".join([*cells, row[3]]))
     return EXIT_OK
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from merchant_authd import config
@@ -119,3 +119,16 @@ async def admin_client(client: TestClient) -> TestClient:
     """A client whose database has an admin instance (password ``ADMIN_PASSWORD``)."""
     await create_instance(client, "admin", ADMIN_PASSWORD)
     return client
+
+
+async def assert_error(
+    response: ClientResponse, status: int, code: int
+) -> dict[str, Any]:
+    """The ``ErrorDetail`` of ``response`` after checking its status, code and shape."""
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    body: dict[str, Any] = await response.json()
+    assert type(body["code"]) is int
+    assert body["code"] == code, body
+    assert isinstance(body["hint"], str) and body["hint"]
+    return body

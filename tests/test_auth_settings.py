@@ -11,20 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
-from conftest import ADMIN_PASSWORD, basic, bearer, create_instance, login
-
-
-async def assert_error(
-    response: ClientResponse, status: int, code: int
-) -> dict[str, Any]:
-    """The ErrorDetail of ``response`` after checking its status and code."""
-    assert response.status == status, await response.text()
-    body: dict[str, Any] = await response.json()
-    assert body["code"] == code, body
-    assert isinstance(body["hint"], str)
-    return body
+from conftest import ADMIN_PASSWORD, assert_error, basic, bearer, create_instance, login
 
 
 async def admin_headers(client: TestClient) -> dict[str, str]:

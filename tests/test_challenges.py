@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import ADMIN_PASSWORD, basic, create_instance
+from conftest import ADMIN_PASSWORD, assert_error, basic, create_instance
 from tan_support import (
     EMAIL,
     PHONE,
@@ -68,13 +68,6 @@ async def _challenge(
     return client, (await response.json())["challenges"][0]["challenge_id"]
 
 
-async def _error(response: Any, status: int, code: EC) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    body: dict[str, Any] = await response.json()
-    assert body["code"] == code
-    return body
-
-
 async def _within_bound(awaitable: Any) -> Any:
     return await asyncio.wait_for(awaitable, BOUND_S)
 
@@ -105,14 +98,14 @@ async def test_request_tan_for_the_admin_instance_without_prefix(make_client, ta
     answer = await request_tan(client, "admin", challenge_id)
     assert "solve_expiration" in answer
     prefixed = await client.post(f"/instances/admin/challenge/{challenge_id}", json={})
-    await _error(prefixed, 429, EC.MERCHANT_TAN_TOO_EARLY)
+    await assert_error(prefixed, 429, EC.MERCHANT_TAN_TOO_EARLY)
 
 
 @pytest.mark.parametrize("body", [b"[]", b"not json", b'"text"'])
 async def test_request_tan_needs_a_json_object(make_client, tan_file, body):
     client, challenge_id = await _challenge(make_client)
     response = await client.post(f"/instances/shop/challenge/{challenge_id}", data=body)
-    await _error(response, 400, EC.GENERIC_JSON_INVALID)
+    await assert_error(response, 400, EC.GENERIC_JSON_INVALID)
 
 
 @pytest.mark.parametrize(
@@ -121,16 +114,16 @@ async def test_request_tan_needs_a_json_object(make_client, tan_file, body):
 async def test_request_tan_for_unknown_challenge(make_client, tan_file, challenge_id):
     client, _ = await _challenge(make_client)
     response = await client.post(f"/instances/shop/challenge/{challenge_id}", json={})
-    await _error(response, 404, EC.MERCHANT_TAN_CHALLENGE_UNKNOWN)
+    await assert_error(response, 404, EC.MERCHANT_TAN_CHALLENGE_UNKNOWN)
     response = await confirm(client, "shop", challenge_id, "12345678")
-    await _error(response, 404, EC.MERCHANT_TAN_CHALLENGE_UNKNOWN)
+    await assert_error(response, 404, EC.MERCHANT_TAN_CHALLENGE_UNKNOWN)
 
 
 async def test_request_tan_too_early(make_client, tan_file):
     client, challenge_id = await _challenge(make_client)
     await request_tan(client, "shop", challenge_id)
     response = await client.post(f"/instances/shop/challenge/{challenge_id}", json={})
-    await _error(response, 429, EC.MERCHANT_TAN_TOO_EARLY)
+    await assert_error(response, 429, EC.MERCHANT_TAN_TOO_EARLY)
     assert 1 <= int(response.headers["Retry-After"]) <= 60
     assert len(messages(tan_file, PHONE)) == 1
 
@@ -143,7 +136,7 @@ async def test_resend_replaces_the_tan(make_client, tan_file):
     second = last_tan(tan_file, PHONE)
     if first != second:
         old = await confirm(client, "shop", challenge_id, first)
-        await _error(old, 409, EC.MERCHANT_TAN_CHALLENGE_FAILED)
+        await assert_error(old, 409, EC.MERCHANT_TAN_CHALLENGE_FAILED)
     assert (await confirm(client, "shop", challenge_id, second)).status == 204
 
 
@@ -155,7 +148,7 @@ async def test_request_tan_for_solved_challenge(make_client, tan_file):
     # Confirming again is harmless; asking for another TAN is not possible.
     assert (await confirm(client, "shop", challenge_id, tan)).status == 204
     response = await client.post(f"/instances/shop/challenge/{challenge_id}", json={})
-    await _error(response, 410, EC.MERCHANT_TAN_CHALLENGE_SOLVED)
+    await assert_error(response, 410, EC.MERCHANT_TAN_CHALLENGE_SOLVED)
 
 
 async def test_too_many_open_challenges(make_client, tan_file):
@@ -171,7 +164,7 @@ async def test_too_many_open_challenges(make_client, tan_file):
         json={"scope": "all"},
         headers=basic("shop", "pw"),
     )
-    await _error(response, 429, EC.MERCHANT_TAN_TOO_EARLY)
+    await assert_error(response, 429, EC.MERCHANT_TAN_TOO_EARLY)
     assert "Retry-After" in response.headers
 
 
@@ -184,7 +177,7 @@ async def test_three_wrong_tans_then_resend(make_client, tan_file):
     tan = last_tan(tan_file, PHONE)
     wrong = f"{(int(tan) + 1) % 10**8:08d}"
     for left in (2, 1, 0):
-        body = await _error(
+        body = await assert_error(
             await confirm(client, "shop", challenge_id, wrong),
             409,
             EC.MERCHANT_TAN_CHALLENGE_FAILED,
@@ -192,7 +185,7 @@ async def test_three_wrong_tans_then_resend(make_client, tan_file):
         assert body["retry_counter"] == left
     # Attempts used up: even the right TAN is refused until a new one is sent.
     for attempt in (wrong, tan):
-        await _error(
+        await assert_error(
             await confirm(client, "shop", challenge_id, attempt),
             429,
             EC.MERCHANT_TAN_TOO_MANY_ATTEMPTS,
@@ -200,7 +193,7 @@ async def test_three_wrong_tans_then_resend(make_client, tan_file):
     await request_tan(client, "shop", challenge_id)
     fresh = last_tan(tan_file, PHONE)
     if fresh != wrong:
-        body = await _error(
+        body = await assert_error(
             await confirm(client, "shop", challenge_id, wrong),
             409,
             EC.MERCHANT_TAN_CHALLENGE_FAILED,
@@ -211,7 +204,7 @@ async def test_three_wrong_tans_then_resend(make_client, tan_file):
 
 async def test_confirm_before_any_tan_was_sent(make_client, tan_file):
     client, challenge_id = await _challenge(make_client)
-    body = await _error(
+    body = await assert_error(
         await confirm(client, "shop", challenge_id, "12345678"),
         409,
         EC.MERCHANT_TAN_CHALLENGE_FAILED,
@@ -231,14 +224,14 @@ async def test_expired_tan_is_refused(make_client, tan_file, monkeypatch):
             return real_time() + 3601
 
     monkeypatch.setattr(mfa, "time", Later)
-    body = await _error(
+    body = await assert_error(
         await confirm(client, "shop", challenge_id, tan),
         409,
         EC.MERCHANT_TAN_CHALLENGE_FAILED,
     )
     assert body["retry_counter"] == 0
     response = await client.post(f"/instances/shop/challenge/{challenge_id}", json={})
-    await _error(response, 404, EC.MERCHANT_TAN_CHALLENGE_UNKNOWN)
+    await assert_error(response, 404, EC.MERCHANT_TAN_CHALLENGE_UNKNOWN)
 
 
 @pytest.mark.parametrize("body", [{}, {"tan": ""}, {"tan": 12345678}, {"tan": None}])
@@ -284,7 +277,7 @@ async def test_helper_exiting_with_failure(make_client, tan_file, tmp_path):
         response = await client.post(
             f"/instances/shop/challenge/{challenge_id}", json={}
         )
-        await _error(response, 502, EC.MERCHANT_TAN_MFA_HELPER_EXEC_FAILED)
+        await assert_error(response, 502, EC.MERCHANT_TAN_MFA_HELPER_EXEC_FAILED)
 
 
 @pytest.mark.parametrize("kind", ["missing", "not-executable", "directory"])
@@ -296,7 +289,7 @@ async def test_helper_that_cannot_run(make_client, tan_file, tmp_path, kind):
         helper.mkdir()
     client, challenge_id = await _challenge(make_client, helper_sms=helper)
     response = await client.post(f"/instances/shop/challenge/{challenge_id}", json={})
-    await _error(response, 502, EC.MERCHANT_TAN_MFA_HELPER_EXEC_FAILED)
+    await assert_error(response, 502, EC.MERCHANT_TAN_MFA_HELPER_EXEC_FAILED)
 
 
 async def test_helper_ignoring_its_input_still_delivers(make_client, tmp_path):
@@ -315,7 +308,7 @@ async def test_hanging_helper_is_killed(make_client, tan_file, tmp_path):
     response = await _within_bound(
         client.post(f"/instances/shop/challenge/{challenge_id}", json={})
     )
-    await _error(response, 502, EC.MERCHANT_TAN_MFA_HELPER_EXEC_FAILED)
+    await assert_error(response, 502, EC.MERCHANT_TAN_MFA_HELPER_EXEC_FAILED)
     # What the helper started dies with it (a zombie waiting for its reaper is dead).
     child = int(pid_file.read_text())
     for _ in range(100):
@@ -361,7 +354,7 @@ async def test_helpers_beyond_the_concurrency_bound_fail_in_bounded_time(
         )
     )
     for response in responses:
-        await _error(response, 502, EC.MERCHANT_TAN_MFA_HELPER_EXEC_FAILED)
+        await assert_error(response, 502, EC.MERCHANT_TAN_MFA_HELPER_EXEC_FAILED)
 
 
 async def test_one_delivery_at_a_time_per_challenge(make_client, tan_file, tmp_path):

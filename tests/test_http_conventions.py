@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient
 from conftest import (
     ADMIN_PASSWORD,
     MakeClient,
+    assert_error,
     basic,
     bearer,
     create_instance,
@@ -31,20 +32,6 @@ from merchant_authd import PROTOCOL_VERSION
 from merchant_authd.context import bootstrap_secret
 
 SMALL_LIMIT = 4096
-
-
-async def assert_error(
-    response: ClientResponse, status: int, code: int
-) -> dict[str, Any]:
-    """The ErrorDetail of ``response`` after checking its status, code and shape."""
-    assert response.status == status, await response.text()
-    assert response.content_type == "application/json"
-    body: dict[str, Any] = await response.json()
-    assert type(body["code"]) is int
-    assert body["code"] == code, body
-    assert isinstance(body["hint"], str) and body["hint"]
-    assert response.headers["Access-Control-Allow-Origin"] == "*"
-    return body
 
 
 async def admin_headers(client: TestClient) -> dict[str, str]:

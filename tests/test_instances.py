@@ -12,10 +12,10 @@ import sqlite3
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from conftest import (
     ADMIN_PASSWORD,
+    assert_error,
     bearer,
     create_instance,
     instance_body,
@@ -55,17 +55,6 @@ FULL_CONFIGURATION: dict[str, Any] = {
     "default_wire_transfer_delay": {"d_us": 3_600_000_000},
     "default_wire_transfer_rounding_interval": "DAY",
 }
-
-
-async def assert_error(
-    response: ClientResponse, status: int, code: int
-) -> dict[str, Any]:
-    """The ErrorDetail of ``response`` after checking its status and code."""
-    assert response.status == status, await response.text()
-    body: dict[str, Any] = await response.json()
-    assert body["code"] == code, body
-    assert isinstance(body["hint"], str)
-    return body
 
 
 async def admin_headers(client: TestClient) -> dict[str, str]:

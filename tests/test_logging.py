@@ -7,7 +7,6 @@ for the secrets it was given.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import re
@@ -18,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import ADMIN_PASSWORD, basic, bearer, create_instance, login
+from conftest import ADMIN_PASSWORD, basic, bearer
 from test_server import Daemon, NotifySocket, create_admin
 
 from merchant_authd import log as logsetup

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import ADMIN_PASSWORD, basic, bearer, create_instance, login
+from conftest import ADMIN_PASSWORD, assert_error, basic, bearer, create_instance, login
 from tan_support import (
     EMAIL,
     FILE_HELPER,
@@ -88,13 +88,6 @@ async def _token_via_challenges(client: TestClient, tan_file: Path) -> str:
     return token
 
 
-async def _error(response: Any, status: int, code: EC) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    body: dict[str, Any] = await response.json()
-    assert body["code"] == code
-    return body
-
-
 # -- token issuance ------------------------------------------------------------------
 
 
@@ -146,7 +139,9 @@ async def test_without_validated_channel_login_needs_no_tan(make_client, tan_fil
 
 async def test_wrong_password_is_refused_before_any_challenge(make_client, tan_file):
     client = await _shop(make_client, "sms")
-    await _error(await _login(client, "wrong"), 401, EC.MERCHANT_GENERIC_UNAUTHORIZED)
+    await assert_error(
+        await _login(client, "wrong"), 401, EC.MERCHANT_GENERIC_UNAUTHORIZED
+    )
 
 
 async def test_refresh_with_a_refreshable_token_needs_no_tan(make_client, tan_file):
@@ -177,14 +172,14 @@ async def test_mfa_missing_without_address_for_a_mandatory_channel(
     await create_instance(client, "admin", ADMIN_PASSWORD)
     await create_instance(client, "shop", "pw", email=EMAIL)
     strict = await make_client(**helpers(mandatory_tan_channels=("email", "sms")))
-    await _error(await _login(strict), 403, EC.MERCHANT_GENERIC_MFA_MISSING)
+    await assert_error(await _login(strict), 403, EC.MERCHANT_GENERIC_MFA_MISSING)
 
 
 async def test_mfa_missing_when_the_validated_channel_has_no_helper(
     make_client, tan_file
 ):
     client = await _shop(make_client, "sms", helper_sms=None)
-    await _error(await _login(client), 403, EC.MERCHANT_GENERIC_MFA_MISSING)
+    await assert_error(await _login(client), 403, EC.MERCHANT_GENERIC_MFA_MISSING)
 
 
 async def test_channel_without_helper_is_left_out_when_any_one_suffices(
@@ -270,7 +265,7 @@ async def test_challenge_is_bound_to_the_instance(make_client, tan_file):
     )
     await _accepted(response)
     wrong_instance = await client.post(f"/instances/shop2/challenge/{ids}", json={})
-    await _error(wrong_instance, 404, EC.MERCHANT_TAN_CHALLENGE_UNKNOWN)
+    await assert_error(wrong_instance, 404, EC.MERCHANT_TAN_CHALLENGE_UNKNOWN)
 
 
 async def test_concurrent_replays_issue_one_token(make_client, tan_file):
@@ -314,8 +309,10 @@ async def test_password_change_needs_both_mandatory_channels(make_client, tan_fi
     assert done.status == 204, await done.text()
     # Every token is revoked; the old password is gone, the new one works.
     gone = await client.get("/instances/shop/private", headers=bearer(token))
-    await _error(gone, 401, EC.MERCHANT_GENERIC_UNAUTHORIZED)
-    await _error(await _login(client, "pw"), 401, EC.MERCHANT_GENERIC_UNAUTHORIZED)
+    await assert_error(gone, 401, EC.MERCHANT_GENERIC_UNAUTHORIZED)
+    await assert_error(
+        await _login(client, "pw"), 401, EC.MERCHANT_GENERIC_UNAUTHORIZED
+    )
     await _accepted(await _login(client, "new-pw"))
 
 
@@ -338,7 +335,7 @@ async def test_auth_change_with_mfa_missing(make_client, tan_file):
     response = await other.post(
         "/instances/shop/private/auth", json=NEW_AUTH, headers=bearer(token)
     )
-    await _error(response, 403, EC.MERCHANT_GENERIC_MFA_MISSING)
+    await assert_error(response, 403, EC.MERCHANT_GENERIC_MFA_MISSING)
 
 
 # -- forgot password -----------------------------------------------------------------
@@ -361,9 +358,9 @@ async def test_forgot_password(make_client, tan_file):
     )
     assert new.status == 200
     old = await client.get("/instances/shop/private", headers=bearer("secret-token:pw"))
-    await _error(old, 401, EC.MERCHANT_GENERIC_UNAUTHORIZED)
+    await assert_error(old, 401, EC.MERCHANT_GENERIC_UNAUTHORIZED)
     revoked = await client.get("/instances/shop/private", headers=bearer(token))
-    await _error(revoked, 401, EC.MERCHANT_GENERIC_UNAUTHORIZED)
+    await assert_error(revoked, 401, EC.MERCHANT_GENERIC_UNAUTHORIZED)
     replay = await client.post(
         "/instances/shop/forgot-password",
         json={"method": "token", "password": "third"},
@@ -387,7 +384,7 @@ async def test_forgot_password(make_client, tan_file):
 async def test_forgot_password_refusals(make_client, tan_file, path, status, code):
     client = await _shop(make_client, "email")
     await create_instance(client, "bare", "pw", email=EMAIL)
-    await _error(await client.post(path, json=NEW_AUTH), status, code)
+    await assert_error(await client.post(path, json=NEW_AUTH), status, code)
 
 
 async def test_forgot_password_checks_the_body_first(make_client, tan_file):
@@ -395,11 +392,11 @@ async def test_forgot_password_checks_the_body_first(make_client, tan_file):
     response = await client.post(
         "/instances/shop/forgot-password", json={"method": "token"}
     )
-    await _error(response, 400, EC.MERCHANT_PRIVATE_POST_INSTANCE_AUTH_BAD_AUTH)
+    await assert_error(response, 400, EC.MERCHANT_PRIVATE_POST_INSTANCE_AUTH_BAD_AUTH)
     malformed = await client.post(
         "/instances/shop/forgot-password", json={"method": "password"}
     )
-    await _error(malformed, 400, EC.MERCHANT_PRIVATE_POST_INSTANCE_AUTH_BAD_AUTH)
+    await assert_error(malformed, 400, EC.MERCHANT_PRIVATE_POST_INSTANCE_AUTH_BAD_AUTH)
 
 
 # -- deleting an instance ------------------------------------------------------------
@@ -423,7 +420,7 @@ async def test_delete_through_the_private_path_needs_a_tan(make_client, tan_file
     )
     assert done.status == 204, await done.text()
     after = await client.get("/instances/shop/private", headers=bearer(token))
-    await _error(after, 404, EC.MERCHANT_GENERIC_INSTANCE_UNKNOWN)
+    await assert_error(after, 404, EC.MERCHANT_GENERIC_INSTANCE_UNKNOWN)
 
 
 async def test_delete_through_management_is_exempt(make_client, tan_file):

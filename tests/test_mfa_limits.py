@@ -78,7 +78,7 @@ async def test_resending_does_not_extend_a_challenge_past_its_lifetime(
     while now + 3000 < limit:
         # A resend every 50 minutes keeps the TAN solvable, but only up to the limit.
         now += 3000
-        monkeypatch.setattr(mfa.time, "time", lambda: float(now))
+        monkeypatch.setattr(mfa.time, "time", lambda now=now: float(now))
         sent = await client.post(url, json={})
         assert sent.status == 200, await sent.text()
         expiry = (await sent.json())["solve_expiration"]["t_s"]

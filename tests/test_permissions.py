@@ -222,7 +222,7 @@ async def run_row(client: TestClient, row: Row) -> dict[str, Cell]:
 async def test_permission_matrix(matrix_client, row):
     assert len(row.cells) == len(COLUMNS)
     found = await run_row(matrix_client, row)
-    assert found == dict(zip(COLUMNS, row.cells))
+    assert found == dict(zip(COLUMNS, row.cells, strict=True))
 
 
 def test_matrix_covers_every_protected_route():

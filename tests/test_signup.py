@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import bearer, instance_body
+from conftest import assert_error, bearer, instance_body
 from tan_support import EMAIL, PHONE, helpers, solve_all, use_tan_file
 
 from merchant_authd import mfa
@@ -44,20 +44,15 @@ async def _signup(
     return await client.post(f"/instances{query}", json=body, headers=headers)
 
 
-async def _error(response: Any, status: int, code: EC) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    body: dict[str, Any] = await response.json()
-    assert body["code"] == code
-    return body
-
-
 async def _instance(client: TestClient, instance_id: str) -> Any:
     return await client.app[CONTEXT].store.get_instance(instance_id)
 
 
 async def test_signup_disabled(make_client, tan_file):
     client = await make_client(**helpers())
-    await _error(await _signup(client, _body()), 403, EC.MERCHANT_GENERIC_UNAUTHORIZED)
+    await assert_error(
+        await _signup(client, _body()), 403, EC.MERCHANT_GENERIC_UNAUTHORIZED
+    )
     config = await (await client.get("/config")).json()
     assert config["have_self_provisioning"] is False
 
@@ -86,7 +81,7 @@ async def test_signup_validates_the_email_first(make_client, tan_file):
     assert login.status == 202
     # The same challenges do not create a second instance.
     again = await _signup(client, _body(), ids=ids)
-    await _error(again, 409, EC.MERCHANT_PRIVATE_POST_INSTANCES_ALREADY_EXISTS)
+    await assert_error(again, 409, EC.MERCHANT_PRIVATE_POST_INSTANCES_ALREADY_EXISTS)
 
 
 async def test_signup_with_email_and_phone_needs_both(make_client, tan_file):
@@ -167,13 +162,13 @@ async def test_signup_body_must_match_the_challenge(make_client, tan_file):
 )
 async def test_signup_refusals(make_client, tan_file, body, query, status, code):
     client = await _open(make_client)
-    await _error(await _signup(client, body, query), status, code)
+    await assert_error(await _signup(client, body, query), status, code)
     assert not tan_file.exists()
 
 
 async def test_mandatory_channel_needs_its_address(make_client, tan_file):
     client = await _open(make_client, mandatory_tan_channels=("email", "sms"))
-    body = await _error(
+    body = await assert_error(
         await _signup(client, _body()), 400, EC.GENERIC_PARAMETER_MISSING
     )
     assert body["parameter"] == "phone_number"
@@ -182,7 +177,7 @@ async def test_mandatory_channel_needs_its_address(make_client, tan_file):
 async def test_channel_without_helper(make_client, tan_file):
     client = await _open(make_client, helper_sms=None)
     response = await _signup(client, _body(phone_number=PHONE))
-    await _error(response, 403, EC.MERCHANT_GENERIC_MFA_MISSING)
+    await assert_error(response, 403, EC.MERCHANT_GENERIC_MFA_MISSING)
 
 
 async def test_taken_id(make_client, tan_file):
@@ -192,7 +187,9 @@ async def test_taken_id(make_client, tan_file):
     assert (await _signup(client, _body(), ids=ids)).status == 204
     for instance_id in ("newshop", "NewShop"):
         response = await _signup(client, _body(instance_id))
-        await _error(response, 409, EC.MERCHANT_PRIVATE_POST_INSTANCES_ALREADY_EXISTS)
+        await assert_error(
+            response, 409, EC.MERCHANT_PRIVATE_POST_INSTANCES_ALREADY_EXISTS
+        )
 
 
 async def test_signups_are_limited_per_client_address(make_client, tan_file):
@@ -202,7 +199,7 @@ async def test_signups_are_limited_per_client_address(make_client, tan_file):
     # A made-up challenge id does not get around the limit.
     for ids in (None, "0" * 52):
         response = await _signup(client, _body("shop9"), ids=ids)
-        await _error(response, 429, EC.MERCHANT_GENERIC_UNAUTHORIZED)
+        await assert_error(response, 429, EC.MERCHANT_GENERIC_UNAUTHORIZED)
         assert int(response.headers["Retry-After"]) >= 1
 
 
