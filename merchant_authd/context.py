@@ -14,6 +14,10 @@ from .throttle import AttemptLimiter, PasswordThrottle
 
 log = logging.getLogger("merchant_authd")
 
+#: TAN transmissions allowed per challenge (a day) and per client address (an hour).
+SENDS_PER_CHALLENGE = 5
+SENDS_PER_ADDRESS = 30
+
 #: Environment variables that may carry the admin bootstrap secret.
 BOOTSTRAP_VARIABLES = ("TALER_MERCHANT_TOKEN", "TALER_MERCHANT_PASSWORD")
 
@@ -29,23 +33,37 @@ class Context:
     throttle: PasswordThrottle = field(init=False)
     signups: AttemptLimiter = field(init=False)
     password_resets: AttemptLimiter = field(init=False)
+    sends_per_challenge: AttemptLimiter = field(init=False)
+    sends_per_address: AttemptLimiter = field(init=False)
     tan_sender: TanSender = field(init=False)
 
     def __post_init__(self) -> None:
-        self.reconfigure(self.settings)
-
-    def reconfigure(self, settings: Settings) -> None:
-        """Use new settings (at start-up, and when SIGHUP re-reads the file)."""
-        self.settings = settings
+        settings = self.settings
         self.throttle = PasswordThrottle(self.store, settings)
         self.signups = AttemptLimiter(self.store, "signup", settings.signup_limit)
         self.password_resets = AttemptLimiter(
             self.store, "forgot-password", settings.signup_limit
         )
+        self.sends_per_challenge = AttemptLimiter(
+            self.store, "tan-send/challenge", SENDS_PER_CHALLENGE, 86_400.0
+        )
+        self.sends_per_address = AttemptLimiter(
+            self.store, "tan-send/address", SENDS_PER_ADDRESS
+        )
         self.tan_sender = TanSender(
             settings.helper_concurrency, settings.helper_timeout / 1e6
         )
 
+    def reconfigure(self, settings: Settings) -> None:
+        """Use re-read settings (SIGHUP).  The throttle, limiters and TAN sender stay
+        the same objects, so their in-flight state survives a reload."""
+        self.settings = settings
+        self.throttle.reconfigure(settings)
+        self.signups.limit = settings.signup_limit
+        self.password_resets.limit = settings.signup_limit
+        self.tan_sender.reconfigure(
+            settings.helper_concurrency, settings.helper_timeout / 1e6
+        )
 
 def bootstrap_secret(cli_value: str | None) -> str | None:
     """The admin bootstrap secret from ``--auth`` or the environment, without prefix.

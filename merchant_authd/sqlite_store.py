@@ -561,9 +561,17 @@ class SqliteStore(Store):
         return {row[0]: ThrottleState(row[1], row[2]) for row in rows}
 
     async def record_failure(
-        self, key: str, now: float, delay_for: Callable[[int], float]
+        self,
+        key: str,
+        now: float,
+        delay_for: Callable[[int], float],
+        forget_after_s: float,
     ) -> ThrottleState:
         async with self._transaction() as conn:
+            await conn.execute(
+                "DELETE FROM throttle WHERE updated_at < ? AND blocked_until < ?",
+                (now - forget_after_s, now),
+            )
             rows = list(
                 await conn.execute_fetchall(
                     "SELECT failures FROM throttle WHERE key = ?", (key,)
@@ -580,6 +588,49 @@ class SqliteStore(Store):
                 (key, failures, blocked_until, now),
             )
         return ThrottleState(failures, blocked_until)
+
+    async def clear_failures(
+        self, instance_key: str, pair_key: str, address_key: str
+    ) -> None:
+        async with self._transaction() as conn:
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT failures FROM throttle WHERE key = ?", (pair_key,)
+                )
+            )
+            if rows:
+                await conn.execute(
+                    "UPDATE throttle SET failures = max(failures - ?, 0)"
+                    " WHERE key = ?",
+                    (rows[0][0], address_key),
+                )
+            await conn.execute(
+                "DELETE FROM throttle WHERE key IN (?, ?)", (instance_key, pair_key)
+            )
+            await conn.execute(
+                "DELETE FROM throttle WHERE key = ? AND failures = 0", (address_key,)
+            )
+
+    async def count_attempt(
+        self, key: str, now: float, window_s: float
+    ) -> ThrottleState:
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO throttle (key, failures, blocked_until, updated_at)"
+                " VALUES (?, 1, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+                " failures = CASE WHEN blocked_until <= excluded.updated_at THEN 1"
+                " ELSE failures + 1 END,"
+                " blocked_until = CASE WHEN blocked_until <= excluded.updated_at"
+                " THEN excluded.blocked_until ELSE blocked_until END,"
+                " updated_at = excluded.updated_at",
+                (key, now + window_s, now),
+            )
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT failures, blocked_until FROM throttle WHERE key = ?", (key,)
+                )
+            )
+        return ThrottleState(rows[0][0], rows[0][1])
 
     async def reset_throttle(self, keys: Sequence[str]) -> None:
         if not keys:

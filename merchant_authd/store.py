@@ -294,9 +294,31 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def record_failure(
-        self, key: str, now: float, delay_for: Callable[[int], float]
+        self,
+        key: str,
+        now: float,
+        delay_for: Callable[[int], float],
+        forget_after_s: float,
     ) -> ThrottleState:
-        """Count one failure; ``delay_for(failures)`` gives the block in seconds."""
+        """Count one failure; ``delay_for(failures)`` gives the block in seconds.
+
+        A count whose last failure is older than ``forget_after_s`` starts anew.
+        """
+
+    @abc.abstractmethod
+    async def clear_failures(
+        self, instance_key: str, pair_key: str, address_key: str
+    ) -> None:
+        """After a success: forget the instance's and the pair's failures, and take
+        the pair's failures off the address's count, in one transaction."""
+
+    @abc.abstractmethod
+    async def count_attempt(
+        self, key: str, now: float, window_s: float
+    ) -> ThrottleState:
+        """Count one attempt in the key's current window (a new window of
+        ``window_s`` starts when the last one is over); the state afterwards, whose
+        ``blocked_until`` is the end of the window."""
 
     @abc.abstractmethod
     async def reset_throttle(self, keys: Sequence[str]) -> None:

@@ -42,9 +42,17 @@ class TanSender:
     """Runs TAN helpers with a concurrency bound and a timeout."""
 
     def __init__(self, concurrency: int, timeout_s: float) -> None:
+        self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self._timeout_s = timeout_s
         self._pending: set[object] = set()
+
+    def reconfigure(self, concurrency: int, timeout_s: float) -> None:
+        """Apply re-read settings; deliveries under way keep their slots."""
+        self._timeout_s = timeout_s
+        if concurrency != self._concurrency:
+            self._concurrency = concurrency
+            self._slots = asyncio.Semaphore(concurrency)
 
     @contextlib.contextmanager
     def exclusive(self, key: object) -> Iterator[None]:

@@ -9,6 +9,7 @@ them; where a block must end, the throttle's clock is replaced.
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Awaitable, Callable
@@ -315,3 +316,60 @@ async def test_signup_limiter(tmp_path: Path, clock):
         await limiter.attempt("192.0.2.1")
     finally:
         await store.close()
+
+
+# -- what a success clears, how addresses are counted, concurrency --------------------
+
+
+async def test_success_elsewhere_does_not_clear_failures(make_shops):
+    client = await make_shops(throttle_free_attempts=2, throttle_base_delay=LONG_US)
+    for _ in range(2):
+        response = await attempt(client, "shop1", "wrong", remote="192.0.2.1")
+        assert response.status == 401
+    # A login to an instance of one's own takes off only that instance's failures.
+    ok = await attempt(client, "shop2", PASSWORDS["shop2"], remote="192.0.2.1")
+    assert ok.status == 200
+    assert (await attempt(client, "shop1", "wrong", remote="192.0.2.1")).status == 401
+    blocked = await attempt(client, "shop1", PASSWORDS["shop1"], remote="192.0.2.1")
+    await assert_throttled(blocked, 600)
+
+
+async def test_ipv6_clients_count_by_their_64_network(make_shops):
+    client = await make_shops(throttle_free_attempts=2, throttle_base_delay=LONG_US)
+    for host in ("2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::3"):
+        assert (await attempt(client, "shop1", "wrong", remote=host)).status == 401
+    neighbour = await attempt(
+        client, "shop2", PASSWORDS["shop2"], remote="2001:db8:1:2::9"
+    )
+    await assert_throttled(neighbour, 600)
+    other = await attempt(client, "shop2", PASSWORDS["shop2"], remote="2001:db8:1:3::9")
+    assert other.status == 200
+
+
+async def test_failures_are_forgotten_after_a_day(make_shops, clock):
+    client = await make_shops(throttle_free_attempts=2, throttle_base_delay=LONG_US)
+    for _ in range(2):
+        assert (await attempt(client, "shop1", "wrong")).status == 401
+    clock[0] += merchant_authd.throttle.FORGET_AFTER_S + 1
+    # Two more failures would block had the old ones still counted.
+    for _ in range(2):
+        assert (await attempt(client, "shop1", "wrong")).status == 401
+    assert (await attempt(client, "shop1", PASSWORDS["shop1"])).status == 200
+
+
+async def test_right_passwords_are_checked_in_parallel(make_shops, monkeypatch):
+    client = await make_shops()
+    # Each check waits until a second one runs beside it: if the throttle queued
+    # the logins of one instance behind each other, the barrier would time out.
+    barrier = threading.Barrier(2, timeout=10)
+    original = merchant_authd.crypto._check_password_sync
+
+    def paired(password: str, stored: str) -> bool:
+        barrier.wait()
+        return original(password, stored)
+
+    monkeypatch.setattr(merchant_authd.crypto, "_check_password_sync", paired)
+    responses = await asyncio.gather(
+        *(attempt(client, "shop1", PASSWORDS["shop1"]) for _ in range(4))
+    )
+    assert [r.status for r in responses] == [200] * 4
