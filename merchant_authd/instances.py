@@ -9,6 +9,7 @@ an instance without purging it destroys the private key, as upstream does.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any, Sequence
 
 from . import crypto
@@ -144,6 +145,12 @@ async def update(ctx: Context, instance: Instance, body: dict[str, Any]) -> None
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def public_key_text(merchant_pub: bytes) -> str:
+    """``merchant_pub`` as clients see it (Crockford base32); encoded once per key."""
+    return crypto.crockford_encode(merchant_pub)
+
+
 def _with_times(settings: dict[str, Any]) -> dict[str, Any]:
     view = dict(settings)
     for key in _DELAYS:
@@ -155,7 +162,7 @@ def detail_view(instance: Instance) -> dict[str, Any]:
     """``QueryInstancesResponse``: the configuration, never a secret."""
     view = _with_times({**SETTINGS_DEFAULTS, **instance.settings})
     view.update(
-        merchant_pub=crypto.crockford_encode(instance.merchant_pub),
+        merchant_pub=public_key_text(instance.merchant_pub),
         email_validated=instance.email_validated,
         phone_validated=instance.phone_validated,
         auth={"method": instance.auth_method},
@@ -173,7 +180,7 @@ def list_view(instance: Instance) -> dict[str, Any]:
     view: dict[str, Any] = {
         "name": settings.get("name", instance.id),
         "id": instance.id,
-        "merchant_pub": crypto.crockford_encode(instance.merchant_pub),
+        "merchant_pub": public_key_text(instance.merchant_pub),
         "payment_targets": [],
         "deleted": instance.deleted,
     }

@@ -54,6 +54,16 @@ _CHALLENGE_COLUMNS = (
     " last_sent, solved, consumed"
 )
 _INSTANCE_COUNT = 12
+# A token with its instance, whatever the instance and expiry: both are checked on
+# the row, so that the same row can be served from the cache.
+_AUTHENTICATE_TOKEN = (
+    "SELECT "
+    + ", ".join(f"i.{c.strip()}" for c in _INSTANCE_COLUMNS.split(","))
+    + ", "
+    + ", ".join(f"t.{c.strip()}" for c in _TOKEN_COLUMNS.split(","))
+    + " FROM access_tokens t JOIN instances i ON i.serial = t.instance_serial"
+    " WHERE t.token_digest = ?"
+)
 #: Seconds a connection waits for another one's lock before the step fails (tests
 #: that hold the database locked lower it).
 BUSY_TIMEOUT_S = 5.0
@@ -125,12 +135,65 @@ def _placeholders(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
 
 
+class ReadCache:
+    """Instances and access tokens as last read, valid until anybody commits.
+
+    ``PRAGMA data_version`` on a connection of its own changes whenever any other
+    connection commits, in this process or another (an admin command, say); the
+    cache is emptied then.  Asking costs microseconds and reads only shared memory
+    (the database is in WAL mode), so it is done on the event loop.  A cached answer
+    is thus exactly what the database would answer: revoking a token takes effect on
+    the next request, whoever revoked it.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, probe: sqlite3.Connection) -> None:
+        self._probe = probe
+        self._version: int | None = None
+        self.instances: dict[str, Instance] = {}
+        self.tokens: dict[bytes, tuple[Instance, AccessToken]] = {}
+
+    def current(self) -> bool:
+        """Empty the cache if the database changed; whether it may be used."""
+        try:
+            version = self._probe.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            version = None
+        if version is None or version != self._version:
+            self.instances.clear()
+            self.tokens.clear()
+            self._version = version
+        return version is not None
+
+    def remember_instance(self, instance: Instance) -> None:
+        if len(self.instances) >= self.MAX_ENTRIES:
+            self.instances.clear()
+        self.instances[instance.id] = instance
+
+    def remember_token(
+        self, digest: bytes, found: tuple[Instance, AccessToken]
+    ) -> None:
+        if len(self.tokens) >= self.MAX_ENTRIES:
+            self.tokens.clear()
+        self.tokens[digest] = found
+
+    def close(self) -> None:
+        self._probe.close()
+
+
 class SqliteStore(Store):
     """Storage in one SQLite database file."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        cache: ReadCache,
+    ):
         self._writer = writer
         self._reader = reader
+        self._cache = cache
         self._write_lock = asyncio.Lock()
 
     # -- life cycle -------------------------------------------------------------------
@@ -148,16 +211,23 @@ class SqliteStore(Store):
         try:
             await _apply_schema(writer)
             reader = await _connect(path)
+            probe = await asyncio.to_thread(
+                sqlite3.connect,
+                str(path),
+                isolation_level=None,
+                check_same_thread=False,
+            )
         except BaseException:
             await writer.close()
             raise
-        return cls(writer, reader)
+        return cls(writer, reader, ReadCache(probe))
 
     async def close(self) -> None:
         async with self._write_lock:
             for conn in (self._reader, self._writer):
                 with contextlib.suppress(sqlite3.Error, ValueError):
                     await conn.close()
+            self._cache.close()
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -213,10 +283,18 @@ class SqliteStore(Store):
     # -- instances --------------------------------------------------------------------
 
     async def get_instance(self, instance_id: str) -> Instance | None:
+        cacheable = self._cache.current()
+        if cacheable and instance_id in self._cache.instances:
+            return self._cache.instances[instance_id]
         rows = await self._read(
             f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE id = ?", (instance_id,)
         )
-        return _instance(rows[0]) if rows else None
+        if not rows:
+            return None
+        instance = _instance(rows[0])
+        if cacheable:
+            self._cache.remember_instance(instance)
+        return instance
 
     async def find_instance_folded(self, instance_id: str) -> Instance | None:
         rows = await self._read(
@@ -390,19 +468,22 @@ class SqliteStore(Store):
     async def authenticate_token(
         self, instance_id: str, digest: bytes, now: int
     ) -> tuple[Instance, AccessToken] | None:
-        columns = ", ".join(f"i.{c.strip()}" for c in _INSTANCE_COLUMNS.split(","))
-        token_columns = ", ".join(f"t.{c.strip()}" for c in _TOKEN_COLUMNS.split(","))
-        rows = await self._read(
-            f"SELECT {columns}, {token_columns} FROM access_tokens t"
-            " JOIN instances i ON i.serial = t.instance_serial"
-            " WHERE t.token_digest = ? AND i.id = ? AND i.deleted = 0"
-            " AND (t.expiration IS NULL OR t.expiration > ?)",
-            (digest, instance_id, now),
-        )
-        if not rows:
+        cacheable = self._cache.current()
+        found = self._cache.tokens.get(digest) if cacheable else None
+        if found is None:
+            rows = await self._read(_AUTHENTICATE_TOKEN, (digest,))
+            if not rows:
+                return None
+            row = rows[0]
+            found = _instance(row[:_INSTANCE_COUNT]), _token(row[_INSTANCE_COUNT:])
+            if cacheable:
+                self._cache.remember_token(digest, found)
+        instance, token = found
+        if instance.id != instance_id or instance.deleted:
             return None
-        row = rows[0]
-        return _instance(row[:_INSTANCE_COUNT]), _token(row[_INSTANCE_COUNT:])
+        if token.expiration is not None and token.expiration <= now:
+            return None
+        return found
 
     async def list_tokens(
         self, instance_serial: int, limit: int, offset: int, now: int

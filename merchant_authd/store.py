@@ -9,6 +9,7 @@ Times are integer seconds since the Unix epoch unless a name says otherwise.
 from __future__ import annotations
 
 import abc
+import functools
 import json
 from dataclasses import dataclass, field
 from types import EllipsisType
@@ -32,9 +33,12 @@ class Instance:
     deleted: bool
     created_at: int
 
-    @property
+    @functools.cached_property
     def settings(self) -> dict[str, Any]:
-        """The stored instance configuration (name, address, delays, ...)."""
+        """The stored instance configuration (name, address, delays, ...).
+
+        Parsed once per record; callers copy before changing it.
+        """
         result: dict[str, Any] = json.loads(self.settings_json)
         return result
 

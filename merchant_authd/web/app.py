@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import AsyncIterator
 
@@ -33,18 +34,26 @@ def create_app(
 
     async def storage(app: web.Application) -> AsyncIterator[None]:
         store = await SqliteStore.open(settings.database_path)
-        decoy = await asyncio.to_thread(crypto.make_decoy_hash, settings.bcrypt_cost)
+        # A cheap decoy at first, so that start-up does not wait for a full-cost
+        # bcrypt hash; the real one replaces it within a fraction of a second.
+        decoy = await asyncio.to_thread(crypto.make_decoy_hash, 4)
         ctx = Context(settings, store, bootstrap_secret, decoy)
         app[CONTEXT] = ctx
-        await _warn_external(ctx)
+        chores = asyncio.create_task(_after_start(ctx))
         yield
+        chores.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await chores
         await store.close()
 
     app.cleanup_ctx.append(storage)
     return app
 
 
-async def _warn_external(ctx: Context) -> None:
+async def _after_start(ctx: Context) -> None:
+    """Start-up work that need not delay the first answer."""
+    cost = ctx.settings.bcrypt_cost
+    ctx.decoy_hash = await asyncio.to_thread(crypto.make_decoy_hash, cost)
     for instance in await ctx.store.list_instances():
         if instance.auth_method == "external" and not instance.deleted:
             log.warning(

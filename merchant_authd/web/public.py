@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 
 from aiohttp import web
@@ -49,7 +50,11 @@ async def get_config(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+@functools.cache
+def _openapi_text() -> str:
+    return resources.files("merchant_authd").joinpath("openapi.yaml").read_text("utf-8")
+
+
 async def get_openapi(request: web.Request) -> web.Response:
-    """The OpenAPI document of every endpoint served here."""
-    text = resources.files("merchant_authd").joinpath("openapi.yaml").read_text("utf-8")
-    return web.Response(text=text, content_type="application/yaml")
+    """The OpenAPI document of every endpoint served here (read once)."""
+    return web.Response(text=_openapi_text(), content_type="application/yaml")

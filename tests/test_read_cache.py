@@ -1,0 +1,79 @@
+"""The read cache of the SQLite store serves exactly what the database holds.
+
+Changes made by another connection (an admin command in another process, say) must
+be seen on the very next request, although authenticated reads are served from
+memory while nothing changes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from conftest import ADMIN_PASSWORD, assert_error, bearer, create_instance, login
+
+from merchant_authd.errors import EC
+from merchant_authd.web.keys import CONTEXT
+
+
+async def test_revocation_by_another_connection_is_seen_at_once(admin_client, settings):
+    await create_instance(admin_client, "shop1", "pw1")
+    token = await login(admin_client, "shop1", "pw1")
+    for _ in range(3):  # the later reads come from the cache
+        ok = await admin_client.get("/instances/shop1/private", headers=bearer(token))
+        assert ok.status == 200
+    other = sqlite3.connect(settings.database_path)
+    with other:
+        other.execute("DELETE FROM access_tokens")
+    other.close()
+    response = await admin_client.get("/instances/shop1/private", headers=bearer(token))
+    await assert_error(response, 401, EC.MERCHANT_GENERIC_UNAUTHORIZED)
+
+
+async def test_instance_change_by_another_connection_is_seen_at_once(
+    admin_client, settings
+):
+    token = await login(admin_client, "admin", ADMIN_PASSWORD)
+    first = await admin_client.get("/private", headers=bearer(token))
+    assert (await first.json())["name"] == "Shop admin"
+    other = sqlite3.connect(settings.database_path)
+    with other:
+        other.execute(
+            "UPDATE instances SET settings = json_set(settings, '$.name', 'Renamed')"
+        )
+    other.close()
+    second = await admin_client.get("/private", headers=bearer(token))
+    assert (await second.json())["name"] == "Renamed"
+
+
+async def test_reads_are_served_from_memory_while_nothing_changes(admin_client):
+    token = await login(admin_client, "admin", ADMIN_PASSWORD)
+    store = admin_client.app[CONTEXT].store
+    assert (await admin_client.get("/private", headers=bearer(token))).status == 200
+    calls = []
+    original = store._read
+
+    async def counting(*args, **kwargs):
+        calls.append(args[0])
+        return await original(*args, **kwargs)
+
+    store._read = counting
+    try:
+        for _ in range(5):
+            response = await admin_client.get("/private", headers=bearer(token))
+            assert response.status == 200
+    finally:
+        store._read = original
+    assert calls == []
+
+
+async def test_expired_cached_token_is_refused(admin_client, monkeypatch):
+    token = await login(
+        admin_client, "admin", ADMIN_PASSWORD, duration={"d_us": 2_000_000}
+    )
+    assert (await admin_client.get("/private", headers=bearer(token))).status == 200
+    import merchant_authd.web.security as security
+
+    real = security.time.time
+    monkeypatch.setattr(security.time, "time", lambda: real() + 10)
+    response = await admin_client.get("/private", headers=bearer(token))
+    await assert_error(response, 401, EC.MERCHANT_GENERIC_UNAUTHORIZED)
