@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
 import hmac
+import re
 import secrets
 
 import bcrypt
@@ -22,8 +24,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 TOKEN_PREFIX = "secret-token:"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_CROCKFORD_DECODE = {c: i for i, c in enumerate(_CROCKFORD)}
-_CROCKFORD_DECODE.update({"O": 0, "I": 1, "L": 1})
+_RFC4648 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_CROCKFORD_VALUES = {c: i for i, c in enumerate(_CROCKFORD)}
+_CROCKFORD_VALUES.update({"O": 0, "I": 1, "L": 1})
+_TO_RFC4648 = str.maketrans(
+    {
+        char: _RFC4648[value]
+        for letter, value in _CROCKFORD_VALUES.items()
+        for char in {letter, letter.lower()}
+    }
+)
+_CROCKFORD_TEXT = re.compile(r"[0-9A-HJ-NP-TV-Za-hj-np-tv-zOoIiLl]*")
 #: Length of the Crockford text of a 32-byte access token.
 TOKEN_TEXT_LENGTH = 52
 
@@ -42,19 +53,26 @@ def crockford_encode(data: bytes) -> str:
 
 
 def crockford_decode(text: str) -> bytes | None:
-    """Inverse of :func:`crockford_encode`; ``None`` if ``text`` is not base32."""
-    if not text.isascii():
-        # Some letters grow when upper-cased ("ß" -> "SS"); none of them is base32.
+    """Inverse of :func:`crockford_encode`; ``None`` if ``text`` is not base32.
+
+    Lower case and the look-alikes O, I and L are accepted, as Crockford intends.
+    Decoding maps the text onto the RFC 4648 alphabet (same bit order) and lets the
+    C decoder do the work: this runs for every bearer token.
+    """
+    if not _CROCKFORD_TEXT.fullmatch(text):
         return None
-    value = 0
-    for char in text.upper():
-        digit = _CROCKFORD_DECODE.get(char)
-        if digit is None:
-            return None
-        value = (value << 5) | digit
     nbytes = len(text) * 5 // 8
-    value >>= len(text) * 5 - nbytes * 8
-    return value.to_bytes(nbytes, "big")
+    padding = "=" * (-len(text) % 8)
+    try:
+        raw = base64.b32decode(text.translate(_TO_RFC4648) + padding)
+    except binascii.Error:
+        # Lengths RFC 4648 cannot pad (leftover bits): decode the long way.
+        value = 0
+        for char in text.translate(_TO_RFC4648):
+            value = (value << 5) | _RFC4648.index(char)
+        value >>= len(text) * 5 - nbytes * 8
+        return value.to_bytes(nbytes, "big")
+    return raw[:nbytes]
 
 
 # -- passwords ------------------------------------------------------------------------

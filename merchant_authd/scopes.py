@@ -9,6 +9,7 @@ refreshable.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 REFRESH_SUFFIX = ":refreshable"
@@ -89,6 +90,7 @@ def parse_scope(text: str, refreshable_flag: bool = False) -> tuple[str, bool]:
     return name, refreshable
 
 
+@functools.lru_cache(maxsize=64)
 def grant_for(scope: str, refreshable: bool) -> Grant:
     """The grant of a stored token scope."""
     return Grant(SCOPES.get(scope, frozenset()), refreshable)
