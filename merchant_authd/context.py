@@ -65,6 +65,7 @@ class Context:
             settings.helper_concurrency, settings.helper_timeout / 1e6
         )
 
+
 def bootstrap_secret(cli_value: str | None) -> str | None:
     """The admin bootstrap secret from ``--auth`` or the environment, without prefix.
 

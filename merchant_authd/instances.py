@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from typing import Any, Sequence
 
 from . import crypto
@@ -51,12 +52,6 @@ def settings_from(
         if settings.get(key) == "":
             del settings[key]
     return settings
-
-
-def _contact(body: dict[str, Any], key: str, current: str | None) -> str | None:
-    if key not in body:
-        return current
-    return body[key] or None
 
 
 async def credentials(ctx: Context, auth: dict[str, Any]) -> tuple[str, str | None]:
@@ -133,16 +128,25 @@ async def create(
         ) from None
 
 
-async def update(ctx: Context, instance: Instance, body: dict[str, Any]) -> None:
-    """Apply an ``InstanceReconfigurationMessage``; absent members keep their value."""
-    if instance.deleted:
-        raise TalerError(409, EC.MERCHANT_PRIVATE_PATCH_INSTANCES_PURGE_REQUIRED)
-    await ctx.store.update_instance(
-        instance.serial,
-        settings_from(body, instance.settings),
-        _contact(body, "email", instance.email),
-        _contact(body, "phone_number", instance.phone_number),
+async def update(
+    ctx: Context,
+    instance: Instance,
+    body: dict[str, Any],
+    consume: Sequence[int] = (),
+) -> None:
+    """Apply an ``InstanceReconfigurationMessage``; absent members keep their value.
+
+    The merge happens inside the write transaction, so concurrent changes of other
+    members are not lost, and an instance deleted meanwhile is not changed.
+    """
+    contacts: dict[str, str | None] = {
+        key: body[key] or None for key in ("email", "phone_number") if key in body
+    }
+    changed = await ctx.store.update_instance(
+        instance.serial, lambda current: settings_from(body, current), contacts, consume
     )
+    if not changed:
+        raise TalerError(409, EC.MERCHANT_PRIVATE_PATCH_INSTANCES_PURGE_REQUIRED)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -172,6 +176,13 @@ def detail_view(instance: Instance) -> dict[str, Any]:
     if instance.phone_number:
         view["phone_number"] = instance.phone_number
     return view
+
+
+@functools.lru_cache(maxsize=1024)
+def detail_json(instance: Instance) -> str:
+    """:func:`detail_view` as JSON text, made once per stored state of an instance
+    (the store hands out the same record until the database changes)."""
+    return json.dumps(detail_view(instance))
 
 
 def list_view(instance: Instance) -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """Multi-factor authentication: challenges, their binding, TAN delivery and solving.
 
 A protected operation (token issuance by password, changing credentials, forgot
-password, deleting an instance, self-provisioning) first answers 202 with one
-challenge per TAN channel.  Each challenge is bound to the instance, the operation and
-a SHA-512 digest of the exact request body (plus the query where it changes the
-effect).  The client has a TAN sent, confirms it, and repeats the request with the
+password, deleting an instance, changing its addresses, self-provisioning) first
+answers 202 with one challenge per TAN channel.  Each challenge is bound to the
+instance, the operation and a SHA-512 digest of the exact request body (plus the
+query where it changes the effect).  The client has a TAN sent, confirms it, and repeats the request with the
 ``Taler-Challenge-Ids`` header; the solved challenges are consumed in the same
 transaction as the operation, so a solved challenge authorises one operation only.
 A header that does not satisfy the operation is treated as absent.
@@ -19,13 +19,13 @@ import math
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, NoReturn
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
 from . import crypto
 from .context import Context
-from .errors import EC, TalerError
+from .errors import EC, TalerError, missing_parameter, unknown_instance
 from .schemas import timestamp
-from .store import Challenge, Instance, NewChallenge
+from .store import Challenge, ChallengeAlreadyConsumed, Instance, NewChallenge
 from .tan import DeliveryBusy, DeliveryFailed, mask_address, tan_message
 
 log = logging.getLogger("merchant_authd.mfa")
@@ -41,7 +41,10 @@ TOKEN = "POST /private/token"
 AUTH = "POST /private/auth"
 FORGOT_PASSWORD = "POST /forgot-password"
 DELETE_INSTANCE = "DELETE /private"
+PATCH_INSTANCE = "PATCH /private"
 SELF_PROVISION = "POST /instances"
+
+T = TypeVar("T")
 
 
 class ChallengeRequired(Exception):
@@ -69,21 +72,55 @@ def _address(instance: Instance, channel: str) -> str | None:
     return instance.email if channel == "email" else instance.phone_number
 
 
-def requirement_for(ctx: Context, instance: Instance) -> Requirement:
-    """The mandatory channels plus every channel the instance has validated.
+NOT_REQUIRED = Requirement((), combi_and=False)
 
-    With mandatory channels all of them must be solved; otherwise any one validated
-    channel suffices.
+
+def requirement_for(
+    ctx: Context, instance: Instance, *, exempt: bool = False
+) -> Requirement:
+    """What a protected operation of ``instance`` must be confirmed by.
+
+    With ``MANDATORY_TAN_CHANNELS`` configured, exactly those channels, all of them
+    (other validated channels play no part).  Otherwise the channels the instance
+    has validated, any one of which suffices; none means no second factor.  An
+    ``exempt`` caller (the operator, see ``web.request.mfa_exempt``) needs none.
     """
+    if exempt:
+        return NOT_REQUIRED
     mandatory = ctx.settings.mandatory_tan_channels
-    channels = set(mandatory)
+    if mandatory:
+        return Requirement(
+            tuple((c, _address(instance, c)) for c in sorted(set(mandatory))),
+            combi_and=True,
+        )
+    channels = []
     if instance.email_validated and instance.email:
-        channels.add("email")
+        channels.append(("email", instance.email))
     if instance.phone_validated and instance.phone_number:
-        channels.add("sms")
+        channels.append(("sms", instance.phone_number))
+    return Requirement(tuple(channels), combi_and=False)
+
+
+def signup_requirement(ctx: Context, body: Mapping[str, Any]) -> Requirement:
+    """A sign-up proves every address it gives, and those of the mandatory channels.
+
+    400 when the body has no address at all, or lacks one a mandatory channel needs.
+    """
+    addresses = {"email": body.get("email"), "sms": body.get("phone_number")}
+    mandatory = set(ctx.settings.mandatory_tan_channels)
+    channels = {c for c, address in addresses.items() if address} | mandatory
+    if not channels:
+        raise TalerError(
+            400,
+            EC.GENERIC_PARAMETER_MISSING,
+            detail="sign-up needs an e-mail address or a phone number",
+            extra={"parameter": "email"},
+        )
+    for channel in sorted(channels):
+        if not addresses[channel]:
+            raise missing_parameter("email" if channel == "email" else "phone_number")
     return Requirement(
-        tuple((c, _address(instance, c)) for c in sorted(channels)),
-        combi_and=bool(mandatory),
+        tuple((c, addresses[c]) for c in sorted(channels)), combi_and=True
     )
 
 
@@ -105,9 +142,10 @@ def _id_digest(challenge_id: str) -> bytes | None:
 def usable(ctx: Context, requirement: Requirement) -> Requirement:
     """The channels of ``requirement`` that can deliver a TAN.
 
-    When all channels must be solved, each needs an address and a helper; when any
-    one suffices, unusable ones are left out.  Raises 403
-    ``MERCHANT_GENERIC_MFA_MISSING`` when what is left cannot satisfy the operation.
+    When all channels must be solved (the mandatory ones), each needs an address and
+    a helper; when any one suffices (the validated ones), unusable ones are left
+    out.  Raises 403 ``MERCHANT_GENERIC_MFA_MISSING`` when what is left cannot
+    satisfy the operation.
     """
     kept = []
     for channel, address in requirement.channels:
@@ -193,28 +231,37 @@ async def require(
     )
 
 
-async def reissue(
+async def protect(
     ctx: Context,
+    header: str | None,
     *,
     instance_id: str,
     operation: str,
     digest: bytes,
     requirement: Requirement,
-) -> NoReturn:
-    """Answer 202 with fresh challenges.
+    commit: Callable[[list[int]], Awaitable[T]],
+    before_issue: Callable[[], Awaitable[None]] | None = None,
+) -> T:
+    """Run a protected operation: ``commit(consume)`` once ``header`` names solved
+    challenges that satisfy ``requirement``; its result.
 
-    For a request whose solved challenges were consumed by a concurrent request
-    between the check and the commit (``ChallengeAlreadyConsumed``): like any replay
-    it is treated as if it named no challenges.
+    ``commit`` performs the operation and consumes the challenges ``consume`` in
+    the same transaction.  Raises :class:`ChallengeRequired` (202) or 403 as
+    :func:`require` does.  When a concurrent request consumed the challenges
+    between the check and the commit (``ChallengeAlreadyConsumed``), the request is
+    treated like any replay, as if it named no challenges: 202 with fresh ones.
     """
-    await require(
-        ctx,
-        instance_id=instance_id,
-        operation=operation,
-        digest=digest,
-        requirement=requirement,
-        header=None,
-    )
+    binding: dict[str, Any] = {
+        "instance_id": instance_id,
+        "operation": operation,
+        "digest": digest,
+        "requirement": requirement,
+    }
+    consume = await require(ctx, **binding, header=header, before_issue=before_issue)
+    try:
+        return await commit(consume)
+    except ChallengeAlreadyConsumed:
+        await require(ctx, **binding, header=None)
     raise AssertionError("require() returned although nothing was solved")
 
 
@@ -258,18 +305,36 @@ async def _find(
     ctx: Context, instance_id: str, challenge_id: str, *, accept_expired: bool = False
 ) -> Challenge:
     """The challenge of this instance with this id; 404 if there is none (or if it
-    expired, unless ``accept_expired``)."""
+    expired, unless ``accept_expired``).
+
+    A sign-up's challenges exist before their instance does; any other challenge
+    needs a live instance, and a path naming an unknown one is answered like every
+    other path under ``/instances/$I`` (404 ``MERCHANT_GENERIC_INSTANCE_UNKNOWN``).
+    """
     digest = _id_digest(challenge_id)
     challenge = await ctx.store.get_challenge(digest) if digest else None
-    if challenge is None or challenge.instance_id != instance_id:
+    if challenge is not None and challenge.instance_id != instance_id:
+        challenge = None
+    if challenge is None or challenge.operation != SELF_PROVISION:
+        instance = await ctx.store.get_instance(instance_id)
+        if instance is None or instance.deleted:
+            raise unknown_instance(instance_id)
+    if challenge is None:
         raise TalerError(404, EC.MERCHANT_TAN_CHALLENGE_UNKNOWN)
     if not accept_expired and challenge.expires_at <= int(time.time()):
         raise TalerError(404, EC.MERCHANT_TAN_CHALLENGE_UNKNOWN, detail="expired")
     return challenge
 
 
-async def send_tan(ctx: Context, instance_id: str, challenge_id: str) -> dict[str, Any]:
-    """Generate and deliver a (new) TAN; the ``ChallengeRequestResponse``."""
+async def send_tan(
+    ctx: Context, instance_id: str, challenge_id: str, client_address: str
+) -> dict[str, Any]:
+    """Generate and deliver a (new) TAN; the ``ChallengeRequestResponse``.
+
+    Transmissions are limited per challenge and per client address (429
+    ``MERCHANT_TAN_TOO_EARLY``), so that nobody turns the public endpoint into a
+    free SMS or mail pump.
+    """
     challenge = await _find(ctx, instance_id, challenge_id)
     if challenge.solved:
         raise TalerError(410, EC.MERCHANT_TAN_CHALLENGE_SOLVED)
@@ -283,6 +348,7 @@ async def send_tan(ctx: Context, instance_id: str, challenge_id: str) -> dict[st
         raise TalerError(
             502, EC.MERCHANT_TAN_MFA_HELPER_EXEC_FAILED, detail="no helper"
         )
+    await _count_transmission(ctx, challenge, client_address)
     tan = crypto.new_tan()
     solve_until = min(
         now + ctx.settings.tan_solve_time // 1_000_000,
@@ -315,6 +381,21 @@ async def send_tan(ctx: Context, instance_id: str, challenge_id: str) -> dict[st
         "solve_expiration": timestamp(solve_until),
         "earliest_retransmission": timestamp(now + gap),
     }
+
+
+async def _count_transmission(
+    ctx: Context, challenge: Challenge, client_address: str
+) -> None:
+    try:
+        await ctx.sends_per_challenge.attempt(str(challenge.serial))
+        await ctx.sends_per_address.attempt(client_address)
+    except TalerError as exc:
+        raise TalerError(
+            429,
+            EC.MERCHANT_TAN_TOO_EARLY,
+            detail="too many TANs sent; try again later",
+            headers=exc.headers,
+        ) from None
 
 
 async def confirm(ctx: Context, instance_id: str, challenge_id: str, tan: str) -> None:

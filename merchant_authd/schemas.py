@@ -1,4 +1,5 @@
-"""Request bodies: marshmallow schemas and how their errors become Taler errors.
+"""Request bodies: marshmallow schemas and how their errors become Taler errors, and
+the integer parameters of paths and queries.
 
 Every schema ignores members it does not know (newer clients send more) and treats an
 explicit ``null`` like an absent member, as some SDKs send ``null`` for every optional
@@ -20,13 +21,21 @@ from marshmallow import (
     validates_schema,
 )
 
-from .errors import EC, TalerError
+from .errors import EC, TalerError, bad_parameter
 
 #: Largest number clients may send in a JSON number (2^53 - 1).
 MAX_SAFE_INTEGER = 2**53 - 1
 INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]+$")
 RESERVED_IDS = frozenset({"default"})
-EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+#: No blanks or control characters (the address becomes a helper's argument, where
+#: a NUL cannot go), and no leading "-" (a helper could take it for an option).
+_ADDRESS_CHAR = r"[^@\s\x00-\x1f\x7f-\x9f]"
+EMAIL = re.compile(
+    rf"^(?!-){_ADDRESS_CHAR}{{1,64}}@{_ADDRESS_CHAR}+\.{_ADDRESS_CHAR}+$"
+)
+#: Plain ASCII decimal integers; ``int()`` alone would take " 5", "+5", "1_0", "٥".
+DECIMAL = re.compile(r"-?[0-9]{1,19}")
+INT64_MAX = 2**63 - 1
 PHONE = re.compile(r"^\+[1-9][0-9]{4,14}$")
 ROUNDING_INTERVALS = (
     "NONE", "SECOND", "MINUTE", "HOUR", "DAY", "WEEK", "MONTH", "QUARTER", "YEAR",
@@ -194,6 +203,15 @@ class ChallengeSolve(Base):
     """``MerchantChallengeSolveRequest``."""
 
     tan = fields.String(required=True, validate=validate.Length(min=1, max=64))
+
+
+def integer_parameter(name: str, raw: str, lowest: int, highest: int) -> int:
+    """A path or query parameter that must be an ASCII decimal integer in
+    ``[lowest, highest]``; 400 ``GENERIC_PARAMETER_MALFORMED`` otherwise."""
+    value = int(raw, 10) if DECIMAL.fullmatch(raw) else None
+    if value is None or not lowest <= value <= highest:
+        raise bad_parameter(name, f"expected an integer from {lowest} to {highest}")
+    return value
 
 
 def load(

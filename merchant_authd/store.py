@@ -13,7 +13,7 @@ import functools
 import json
 from dataclasses import dataclass, field
 from types import EllipsisType
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 
 @dataclass(frozen=True)
@@ -172,11 +172,14 @@ class Store(abc.ABC):
     async def update_instance(
         self,
         serial: int,
-        settings: dict[str, Any],
-        email: str | None,
-        phone_number: str | None,
-    ) -> None:
-        """Replace the settings; a changed address loses its validation."""
+        merge: Callable[[dict[str, Any]], dict[str, Any]],
+        contacts: Mapping[str, str | None],
+        consume: Sequence[int] = (),
+    ) -> bool:
+        """Replace the settings by ``merge(current settings)`` and set the given
+        contacts (``email``, ``phone_number``), in one transaction; a changed
+        address loses its validation.  False if the instance is gone or deleted.
+        """
 
     @abc.abstractmethod
     async def set_auth(

@@ -20,10 +20,6 @@ from typing import Iterator
 
 log = logging.getLogger("merchant_authd.tan")
 
-#: Variables that may carry the admin bootstrap secret (see ``context.py``); a helper
-#: has no use for them, so they are removed from its environment.
-HIDDEN_VARIABLES = ("TALER_MERCHANT_TOKEN", "TALER_MERCHANT_PASSWORD")
-
 
 class DeliveryFailed(Exception):
     """The helper could not be run, failed, or ran out of time."""
@@ -34,8 +30,12 @@ class DeliveryBusy(Exception):
 
 
 def helper_environment() -> dict[str, str]:
-    """The daemon's environment without the secrets a helper must not see."""
-    return {k: v for k, v in os.environ.items() if k not in HIDDEN_VARIABLES}
+    """The daemon's environment without the admin bootstrap secret: a helper has no
+    use for it."""
+    # Imported here: the context module builds a TanSender, so it imports this one.
+    from .context import BOOTSTRAP_VARIABLES
+
+    return {k: v for k, v in os.environ.items() if k not in BOOTSTRAP_VARIABLES}
 
 
 class TanSender:
@@ -97,6 +97,11 @@ class TanSender:
             log.error(
                 "TAN helper %s could not be started: %s", helper, exc.strerror or exc
             )
+            raise DeliveryFailed("not started") from None
+        except ValueError:
+            # An argument the system cannot pass, such as one with a NUL in it (an
+            # address stored before addresses were checked for that).
+            log.error("TAN helper %s could not be started: unusable address", helper)
             raise DeliveryFailed("not started") from None
         try:
             await asyncio.wait_for(

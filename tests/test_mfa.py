@@ -436,10 +436,18 @@ async def test_delete_through_management_is_exempt(make_client, tan_file):
 async def test_changing_an_address_drops_its_validation(make_client, tan_file):
     client = await _shop(make_client, "email", "sms")
     token = await _token_via_challenges(client, tan_file)
+    change = {"email": "new@shop.example"}
+    answer = await _accepted(
+        await client.patch(
+            "/instances/shop/private", json=change, headers=bearer(token)
+        )
+    )
+    sms = next(c for c in answer["challenges"] if c["tan_channel"] == "sms")
+    await solve(client, "shop", sms, tan_file)
     response = await client.patch(
         "/instances/shop/private",
-        json={"email": "new@shop.example"},
-        headers=bearer(token),
+        json=change,
+        headers={**bearer(token), mfa.HEADER: sms["challenge_id"]},
     )
     assert response.status == 204, await response.text()
     body = await (

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-
 from conftest import ADMIN_PASSWORD, basic, create_instance
+from tan_support import EMAIL, PHONE, helpers, mark_validated, use_tan_file
+
 from merchant_authd import mfa
 from merchant_authd.errors import EC
-from tan_support import EMAIL, PHONE, helpers, mark_validated, use_tan_file
+from merchant_authd.web.keys import CONTEXT
 
 NEW_AUTH = {"method": "token", "password": "new-pw"}
 
@@ -68,6 +69,8 @@ async def test_resending_does_not_extend_a_challenge_past_its_lifetime(
     make_client, tan_file, monkeypatch
 ):
     client = await _shop(make_client, tan_retransmission=0)
+    # Lifetime, not the daily number of TANs per challenge, is what is tested here.
+    client.app[CONTEXT].sends_per_challenge.limit = 100
     answer = await (await _forgot(client)).json()
     challenge_id = answer["challenges"][0]["challenge_id"]
     url = f"/instances/shop/challenge/{challenge_id}"

@@ -17,7 +17,7 @@ import sqlite3
 import time
 from pathlib import Path
 from types import EllipsisType
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import aiosqlite
 
@@ -45,6 +45,9 @@ from .schema import apply_schema, schema_text, schema_version
 from .throttle import ThrottleQueries
 
 __all__ = ["BUSY_TIMEOUT_S", "SqliteStore", "schema_text", "schema_version"]
+
+#: Contact columns and the validation flag a change of each one clears.
+_CONTACTS = {"email": "email_validated", "phone_number": "phone_validated"}
 
 BUSY_TIMEOUT_S = 5.0
 
@@ -156,27 +159,33 @@ class SqliteStore(ChallengeQueries, ThrottleQueries, Store):
     async def update_instance(
         self,
         serial: int,
-        settings: dict[str, Any],
-        email: str | None,
-        phone_number: str | None,
-    ) -> None:
+        merge: Callable[[dict[str, Any]], dict[str, Any]],
+        contacts: Mapping[str, str | None],
+        consume: Sequence[int] = (),
+    ) -> bool:
         async with self._transaction() as conn:
-            await conn.execute(
-                "UPDATE instances SET settings = ?,"
-                " email_validated = CASE WHEN email IS ? THEN email_validated"
-                " ELSE 0 END,"
-                " phone_validated = CASE WHEN phone_number IS ? THEN phone_validated"
-                " ELSE 0 END,"
-                " email = ?, phone_number = ? WHERE serial = ?",
-                (
-                    json.dumps(settings, sort_keys=True),
-                    email,
-                    phone_number,
-                    email,
-                    phone_number,
-                    serial,
-                ),
+            await self._consume(conn, consume)
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT settings FROM instances WHERE serial = ? AND deleted = 0",
+                    (serial,),
+                )
             )
+            if not rows:
+                return False
+            settings = merge(json.loads(rows[0][0]))
+            await conn.execute(
+                "UPDATE instances SET settings = ? WHERE serial = ?",
+                (json.dumps(settings, sort_keys=True), serial),
+            )
+            for column, flag in _CONTACTS.items():
+                if column in contacts:
+                    await conn.execute(
+                        f"UPDATE instances SET {flag} = CASE WHEN {column} IS ?"
+                        f" THEN {flag} ELSE 0 END, {column} = ? WHERE serial = ?",
+                        (contacts[column], contacts[column], serial),
+                    )
+        return True
 
     async def set_auth(
         self,

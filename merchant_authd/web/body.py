@@ -27,10 +27,19 @@ def too_large(limit: int) -> TalerError:
     )
 
 
+class UnreadableBody(TalerError):
+    """400 for a body that broke off or does not decompress.
+
+    The rest of such a body cannot be read, so the connection is closed after the
+    answer rather than kept for another request.
+    """
+
+
 async def read_body(
     request: web.Request, limit: int, timeout: float | None = None
 ) -> bytes:
-    """The (inflated) body, at most ``limit`` bytes; 413 beyond, 400 if broken.
+    """The (inflated) body, at most ``limit`` bytes; 413 beyond, 400
+    (:class:`UnreadableBody`) if broken.
 
     408 if it has not arrived ``timeout`` seconds after reading began.
     """
@@ -57,7 +66,7 @@ async def read_body(
         ) from None
     except ConnectionError:
         # The client went away mid-body; nobody will read this answer.
-        raise TalerError(
+        raise UnreadableBody(
             400, EC.GENERIC_JSON_INVALID, detail="incomplete body"
         ) from None
     except (RequestPayloadError, ContentEncodingError) as exc:
@@ -65,8 +74,8 @@ async def read_body(
         if isinstance(cause, ContentEncodingError) or isinstance(
             exc, ContentEncodingError
         ):
-            raise TalerError(400, EC.GENERIC_COMPRESSION_INVALID) from None
-        raise TalerError(
+            raise UnreadableBody(400, EC.GENERIC_COMPRESSION_INVALID) from None
+        raise UnreadableBody(
             400, EC.GENERIC_JSON_INVALID, detail="incomplete body"
         ) from None
     return b"".join(chunks)

@@ -7,7 +7,7 @@ from aiohttp import web
 from .. import mfa
 from ..schemas import ChallengeSolve, load
 from .request import context, json_body
-from .security import ADMIN
+from .security import ADMIN, client_address
 
 _SOLVE = ChallengeSolve()
 
@@ -20,7 +20,9 @@ async def post_challenge(request: web.Request) -> web.Response:
     """Send (or resend) the TAN of a challenge through its channel's helper."""
     await json_body(request, allow_empty=True)
     instance_id, challenge_id = _ids(request)
-    sent = await mfa.send_tan(context(request), instance_id, challenge_id)
+    sent = await mfa.send_tan(
+        context(request), instance_id, challenge_id, client_address(request)
+    )
     return web.json_response(sent)
 
 

@@ -9,14 +9,21 @@ from aiohttp import web
 
 from .. import instances, mfa, tokens
 from ..errors import EC, TalerError, bad_parameter
-from ..schemas import InstanceConfiguration, InstanceReconfiguration, load
-from ..store import ChallengeAlreadyConsumed
+from ..schemas import (
+    InstanceConfiguration,
+    InstanceReconfiguration,
+    integer_parameter,
+    load,
+)
+from ..store import ChallengeAlreadyConsumed, Instance
 from .request import body_bytes, context, json_body, mfa_exempt, principal, target
 from .security import ADMIN, client_address
 
 _CREATE = InstanceConfiguration()
 _RECONFIGURE = InstanceReconfiguration()
 _AUTH_CODES = {"auth": EC.MERCHANT_PRIVATE_POST_INSTANCES_BAD_AUTH}
+#: Longest login token a sign-up may ask for, in milliseconds (2^53 microseconds).
+_MAX_VALIDITY_MS = 2**53 // 1000
 
 
 async def post_management_instances(request: web.Request) -> web.Response:
@@ -39,15 +46,40 @@ async def get_management_instances(request: web.Request) -> web.Response:
 
 async def get_instance(request: web.Request) -> web.Response:
     """Describe one instance."""
-    return web.json_response(instances.detail_view(target(request)))
+    return web.json_response(text=instances.detail_json(target(request)))
 
 
 async def patch_instance(request: web.Request) -> web.Response:
-    """Change an instance's configuration (never its credentials)."""
-    data, _ = await json_body(request)
+    """Change an instance's configuration (never its credentials).
+
+    A new e-mail address or phone number is not validated, so once it replaced a
+    validated one the instance's operations may need no second factor any more:
+    through the private path, changing an address is itself a protected operation.
+    """
+    ctx = context(request)
+    instance = target(request)
+    data, raw = await json_body(request)
     body = load(_RECONFIGURE, data)
-    await instances.update(context(request), target(request), body)
+    exempt = mfa_exempt(request) or not _changes_addresses(instance, body)
+
+    async def update(consume: list[int]) -> None:
+        await instances.update(ctx, instance, body, consume)
+
+    await mfa.protect(
+        ctx,
+        request.headers.get(mfa.HEADER),
+        instance_id=instance.id,
+        operation=mfa.PATCH_INSTANCE,
+        digest=mfa.body_digest(raw, f"{instance.email}\0{instance.phone_number}"),
+        requirement=mfa.requirement_for(ctx, instance, exempt=exempt),
+        commit=update,
+    )
     return web.Response(status=204)
+
+
+def _changes_addresses(instance: Instance, body: dict[str, Any]) -> bool:
+    current = {"email": instance.email, "phone_number": instance.phone_number}
+    return any(key in body and (body[key] or None) != current[key] for key in current)
 
 
 def _purge(request: web.Request) -> bool:
@@ -66,39 +98,75 @@ async def delete_instance(request: web.Request) -> web.Response:
     purge = _purge(request)
     if instance.deleted and not purge:
         raise TalerError(404, EC.MERCHANT_GENERIC_INSTANCE_DELETED)
-    binding: dict[str, Any] = {
-        "instance_id": instance.id,
-        "operation": mfa.DELETE_INSTANCE,
-        "digest": mfa.body_digest(await body_bytes(request), f"purge={purge}"),
-        "requirement": mfa.requirement_for(ctx, instance),
-    }
-    consume: list[int] = []
-    if not mfa_exempt(request):
-        consume = await mfa.require(
-            ctx, **binding, header=request.headers.get(mfa.HEADER)
-        )
-    try:
+
+    async def delete(consume: list[int]) -> None:
         await ctx.store.delete_instance(instance.serial, purge, consume)
-    except ChallengeAlreadyConsumed:
-        await mfa.reissue(ctx, **binding)
+
+    await mfa.protect(
+        ctx,
+        request.headers.get(mfa.HEADER),
+        instance_id=instance.id,
+        operation=mfa.DELETE_INSTANCE,
+        digest=mfa.body_digest(await body_bytes(request), f"purge={purge}"),
+        requirement=mfa.requirement_for(ctx, instance, exempt=mfa_exempt(request)),
+        commit=delete,
+    )
     return web.Response(status=204)
-
-
-def _token_validity_ms(request: web.Request) -> int | None:
-    raw = request.query.get("token_validity_ms")
-    if raw is None:
-        return None
-    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= 2**53 // 1000:
-        raise bad_parameter("token_validity_ms", "expected a positive integer")
-    return int(raw)
 
 
 async def post_instances(request: web.Request) -> web.Response:
     """Self-provisioning: public sign-up, addresses proven by challenges."""
     ctx = context(request)
+    validity_ms, body, raw = await _signup_request(request)
+    requirement = mfa.signup_requirement(ctx, body)
+    if await ctx.store.find_instance_folded(body["id"]) is not None:
+        raise TalerError(409, EC.MERCHANT_PRIVATE_POST_INSTANCES_ALREADY_EXISTS)
+
+    async def count_signup() -> None:
+        await ctx.signups.attempt(client_address(request))
+
+    async def create(consume: list[int]) -> Instance:
+        validated = [channel for channel, _ in requirement.channels]
+        try:
+            instance, _ = await instances.create(
+                ctx, body, consume=consume, validated=validated, idempotent=False
+            )
+        except ChallengeAlreadyConsumed:
+            # A concurrent identical sign-up used the challenges and created it.
+            raise TalerError(
+                409, EC.MERCHANT_PRIVATE_POST_INSTANCES_ALREADY_EXISTS
+            ) from None
+        return instance
+
+    instance = await mfa.protect(
+        ctx,
+        request.headers.get(mfa.HEADER),
+        instance_id=body["id"],
+        operation=mfa.SELF_PROVISION,
+        digest=mfa.body_digest(raw, request.query_string),
+        requirement=requirement,
+        commit=create,
+        before_issue=count_signup,
+    )
+    if validity_ms is None:
+        return web.Response(status=204)
+    issued = await tokens.issue(ctx, instance, "all", True, validity_ms * 1000, None)
+    return web.json_response(issued)
+
+
+async def _signup_request(
+    request: web.Request,
+) -> tuple[int | None, dict[str, Any], bytes]:
+    """The token validity asked for, the checked body and its raw bytes."""
+    ctx = context(request)
     if not ctx.settings.self_provisioning:
         raise TalerError(403, EC.MERCHANT_GENERIC_UNAUTHORIZED, "sign-up is disabled")
-    validity_ms = _token_validity_ms(request)
+    raw_validity = request.query.get("token_validity_ms")
+    validity_ms = None
+    if raw_validity is not None:
+        validity_ms = integer_parameter(
+            "token_validity_ms", raw_validity, 1, _MAX_VALIDITY_MS
+        )
     data, raw = await json_body(request)
     body = load(_CREATE, data, member_codes=_AUTH_CODES)
     if body["id"].lower() == ADMIN:
@@ -110,59 +178,4 @@ async def post_instances(request: web.Request) -> web.Response:
             EC.MERCHANT_PRIVATE_POST_INSTANCES_BAD_AUTH,
             detail="sign-up needs a password",
         )
-    requirement = _signup_requirement(ctx.settings.mandatory_tan_channels, body)
-    if await ctx.store.find_instance_folded(body["id"]) is not None:
-        raise TalerError(409, EC.MERCHANT_PRIVATE_POST_INSTANCES_ALREADY_EXISTS)
-
-    async def count_signup() -> None:
-        await ctx.signups.attempt(client_address(request))
-
-    consume = await mfa.require(
-        ctx,
-        instance_id=body["id"],
-        operation=mfa.SELF_PROVISION,
-        digest=mfa.body_digest(raw, request.query_string),
-        requirement=requirement,
-        header=request.headers.get(mfa.HEADER),
-        before_issue=count_signup,
-    )
-    channels = [channel for channel, _ in requirement.channels]
-    try:
-        instance, _ = await instances.create(
-            ctx, body, consume=consume, validated=channels, idempotent=False
-        )
-    except ChallengeAlreadyConsumed:
-        # A concurrent identical sign-up used the challenges and created it.
-        raise TalerError(
-            409, EC.MERCHANT_PRIVATE_POST_INSTANCES_ALREADY_EXISTS
-        ) from None
-    if validity_ms is None:
-        return web.Response(status=204)
-    issued = await tokens.issue(ctx, instance, "all", True, validity_ms * 1000, None)
-    return web.json_response(issued)
-
-
-def _signup_requirement(
-    mandatory: tuple[str, ...], body: dict[str, Any]
-) -> mfa.Requirement:
-    addresses = {"email": body.get("email"), "sms": body.get("phone_number")}
-    channels = {c for c, address in addresses.items() if address} | set(mandatory)
-    if not channels:
-        raise TalerError(
-            400,
-            EC.GENERIC_PARAMETER_MISSING,
-            detail="sign-up needs an e-mail address or a phone number",
-            extra={"parameter": "email"},
-        )
-    for channel in channels:
-        if not addresses[channel]:
-            name = "email" if channel == "email" else "phone_number"
-            raise TalerError(
-                400,
-                EC.GENERIC_PARAMETER_MISSING,
-                detail=name,
-                extra={"parameter": name},
-            )
-    return mfa.Requirement(
-        tuple((c, addresses[c]) for c in sorted(channels)), combi_and=True
-    )
+    return validity_ms, body, raw

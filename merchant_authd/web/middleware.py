@@ -10,9 +10,9 @@ and redirects ``/instances/default/...`` to the unprefixed path.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -20,7 +20,7 @@ from aiohttp.typedefs import Handler
 from ..errors import EC, DatabaseError, TalerError
 from ..log import access_log
 from ..mfa import ChallengeRequired
-from .body import too_large
+from .body import UnreadableBody, too_large
 from .keys import CONTEXT, TARGET
 
 log = logging.getLogger("merchant_authd.web")
@@ -33,6 +33,14 @@ PREFLIGHT_HEADERS = {
     "Access-Control-Max-Age": "86400",
 }
 DEFAULT_PREFIX = "/instances/default"
+_DEFAULT_PREFIX_BYTES = DEFAULT_PREFIX.encode("ascii")
+#: One character of a raw path: a percent escape or anything else.
+_RAW_CHARACTER = re.compile(r"%[0-9A-Fa-f]{2}|.", re.DOTALL)
+#: Slashes (and what browsers take for one) that would make the rest of a path a
+#: network-path reference ("//evil.example/").
+_LEADING_SLASHES = re.compile(r"(?:[/\\]|%2[Ff]|%5[Cc])*")
+#: A challenge id is a capability: it stays out of the log whatever the route.
+_CHALLENGE_ID = re.compile(r"/challenge/[^/]+")
 MAX_LOGGED_PATH = 200
 #: Longest request target (path and query) served; longer ones are answered 414.
 MAX_URI_LENGTH = 4096
@@ -49,7 +57,8 @@ def error_response(error: TalerError) -> web.Response:
     """The JSON response of a Taler error."""
     response = web.json_response(error.body(), status=error.status)
     response.headers.update(error.headers)
-    if error.status in (408, 413):  # the rest of the body is not worth reading
+    if error.status in (408, 413) or isinstance(error, UnreadableBody):
+        # The rest of the body is not worth reading, or cannot be read.
         response.force_close()
     return response
 
@@ -65,15 +74,27 @@ def _redirect_default(request: web.Request) -> web.Response | None:
     if path != DEFAULT_PREFIX and not path.startswith(DEFAULT_PREFIX + "/"):
         return None
     raw, _, raw_query = request.raw_path.partition("?")
-    if raw == DEFAULT_PREFIX or raw.startswith(DEFAULT_PREFIX + "/"):
-        location = raw[len(DEFAULT_PREFIX) :] or "/"
-    else:  # the prefix was sent percent-encoded ("/instances/%64efault")
-        location = quote(path[len(DEFAULT_PREFIX) :]) or "/"
+    # The rest of the path as sent, after one "/": decoding and quoting it again
+    # would change it, and a second "/" would send the client to another host.
+    rest = _after_default_prefix(raw)
+    location = "/" + _LEADING_SLASHES.sub("", rest, count=1)
     if raw_query:
         # The query as sent: decoded, "%0D%0A" would end the header and "%26"
         # would become a separator.
         location += "?" + raw_query
     return web.Response(status=308, headers={"Location": location})
+
+
+def _after_default_prefix(raw: str) -> str:
+    """What follows ``/instances/default`` in the raw path, which may spell the
+    prefix with percent escapes ("/instances/%64efault")."""
+    decoded = b""
+    for match in _RAW_CHARACTER.finditer(raw):
+        text = match.group()
+        decoded += bytes.fromhex(text[1:]) if len(text) == 3 else text.encode()
+        if len(decoded) >= len(_DEFAULT_PREFIX_BYTES):
+            return raw[match.end() :] if decoded == _DEFAULT_PREFIX_BYTES else ""
+    return ""
 
 
 async def _dispatch(
@@ -110,14 +131,13 @@ async def _dispatch(
 
 
 def _logged_path(request: web.Request) -> str:
-    """The shortened path, with a challenge id (a capability) left out."""
-    match = request.match_info
-    resource = match.route.resource
-    if "challenge_id" in match and resource is not None:
-        return resource.canonical.format_map(
-            {**match, "challenge_id": "{challenge_id}"}
-        )
-    return request.path[:MAX_LOGGED_PATH]
+    """The shortened path, with a challenge id (a capability) left out.
+
+    Masked by pattern, not by route: preflights, 404s and 405s name no route.
+    """
+    return _CHALLENGE_ID.sub("/challenge/{challenge_id}", request.path)[
+        :MAX_LOGGED_PATH
+    ]
 
 
 @web.middleware

@@ -34,6 +34,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError, InvalidURLError, LineTooLong
+from aiohttp.web_protocol import RequestPayloadError
 
 from ..errors import EC, TalerError
 from ..log import access_log
@@ -126,6 +127,15 @@ class TalerRequestHandler(web.RequestHandler):
         response.headers.update(CORS_HEADERS)
         response.force_close()
         return response
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        """aiohttp's report of a failure outside the handler, at ERROR with a
+        traceback; a body that does not decompress, found while aiohttp drains the
+        unread rest after the answer, is the client's doing and goes to DEBUG."""
+        if isinstance(kwargs.get("exc_info"), RequestPayloadError):
+            log.debug("dropped the unreadable rest of a request body")
+            return
+        super().log_exception(*args, **kwargs)
 
     def _classify(self, status: int, exc: BaseException | None) -> TalerError:
         if isinstance(exc, LineTooLong):

@@ -21,7 +21,15 @@ from ..scopes import FULL, TOKEN_REFRESH
 from . import auth_settings, challenges, instances, public, tokens
 from .keys import PRINCIPAL, TARGET
 from .request import context
-from .security import ADMIN, PUBLIC, Principal, authenticate, is_loopback
+from .security import (
+    ADMIN,
+    PUBLIC,
+    Principal,
+    authenticate,
+    bearer_token_digest,
+    is_loopback,
+    token_principal,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 INSTANCE_PREFIX = "/instances/{instance}"
@@ -180,11 +188,16 @@ async def _management_principal(request: web.Request, route: Route) -> Principal
     admin = await ctx.store.get_instance(ADMIN)
     if admin is not None and admin.deleted:
         admin = None
+    # First run: the admin instance may be created without credentials, but only
+    # by a client on this machine talking to the daemon directly, not through a
+    # proxy (which may run here too and says so by the headers it adds).
     if (
         route.first_run
         and admin is None
         and ctx.bootstrap_secret is None
         and "Authorization" not in request.headers
+        and "Forwarded" not in request.headers
+        and "X-Forwarded-For" not in request.headers
         and is_loopback(request)
     ):
         return Principal("first-run", FULL)
@@ -202,6 +215,14 @@ def guarded(route: Route) -> Handler:
         instance_id = request.match_info.get("instance")
         if route.access is Access.INSTANCE:
             instance_id = instance_id or ADMIN
+            # The common case first: a live access token of the instance names the
+            # instance too, so one lookup settles both.
+            digest = bearer_token_digest(request)
+            if digest is not None:
+                fast = await token_principal(ctx, instance_id, digest)
+                if fast is not None and fast.instance is not None:
+                    request[TARGET] = fast.instance
+                    return await _permitted(request, route, fast)
         if instance_id is not None:
             found = await ctx.store.get_instance(instance_id)
             if found is None or (found.deleted and route.access is Access.INSTANCE):
@@ -218,16 +239,22 @@ def guarded(route: Route) -> Handler:
                 request[TARGET],
                 allow_basic=route.allow_basic,
             )
-        if not caller.grant.allows(route.permission):
-            raise TalerError(
-                403,
-                EC.GENERIC_TOKEN_PERMISSION_INSUFFICIENT,
-                detail=f"needs permission {route.permission}",
-            )
-        request[PRINCIPAL] = caller
-        return await route.handler(request)
+        return await _permitted(request, route, caller)
 
     return handler
+
+
+async def _permitted(
+    request: web.Request, route: Route, caller: Principal
+) -> web.StreamResponse:
+    if not caller.grant.allows(route.permission):
+        raise TalerError(
+            403,
+            EC.GENERIC_TOKEN_PERMISSION_INSUFFICIENT,
+            detail=f"needs permission {route.permission}",
+        )
+    request[PRINCIPAL] = caller
+    return await route.handler(request)
 
 
 def setup_routes(app: web.Application) -> None:

@@ -87,10 +87,14 @@ def client_address(request: web.Request) -> str:
 
 
 def is_loopback(request: web.Request) -> bool:
-    """Whether the client connects from this machine."""
+    """Whether the client is a TCP peer on a loopback address.
+
+    A UNIX-socket peer does not count: the reverse proxy in front of the daemon
+    listens there, and it forwards requests from anywhere.
+    """
     remote = request.remote
-    if not remote or remote == "local":
-        return True
+    if not remote:
+        return False
     try:
         return ipaddress.ip_address(remote).is_loopback
     except ValueError:
@@ -136,6 +140,30 @@ async def authenticate(
     raise _fail(request, instance_id, "no usable credential")
 
 
+def bearer_token_digest(request: web.Request) -> bytes | None:
+    """The digest of the access token the request presents, if it presents one."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    credential = parse_authorization(header)
+    if credential.scheme != "bearer":
+        return None
+    return crypto.parse_access_token(credential.secret)
+
+
+async def token_principal(
+    ctx: Context, instance_id: str, digest: bytes
+) -> Principal | None:
+    """The caller behind a live access token of ``instance_id``, if there is one."""
+    found = await ctx.store.authenticate_token(instance_id, digest, int(time.time()))
+    if found is None:
+        return None
+    owner, token = found
+    if owner.auth_method == "external":
+        return Principal("external", FULL, owner)
+    return Principal("token", grant_for(token.scope, token.refreshable), owner, token)
+
+
 async def _bearer(
     ctx: Context,
     request: web.Request,
@@ -145,14 +173,9 @@ async def _bearer(
 ) -> Principal:
     digest = crypto.parse_access_token(secret)
     if digest is not None:
-        found = await ctx.store.authenticate_token(
-            instance_id, digest, int(time.time())
-        )
+        found = await token_principal(ctx, instance_id, digest)
         if found is not None:
-            owner, token = found
-            return Principal(
-                "token", grant_for(token.scope, token.refreshable), owner, token
-            )
+            return found
     bootstrap = ctx.bootstrap_secret
     if (
         instance_id == ADMIN
