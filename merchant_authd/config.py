@@ -240,7 +240,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("merchant-authd", "TAN_RETRANSMISSION", "tan_retransmission",
            parse_finite_duration, "60 s", "Minimum time between two TAN deliveries."),
     Option("merchant-authd", "TAN_MAX_ACTIVE", "tan_max_active", _int_range(1, 1000),
-           "10", "Most unsolved challenges an instance may have at once."),
+           "10", "Most unsolved challenges an instance may have at once for one "
+           "kind of operation (logins, password changes, resets, ...)."),
     Option("merchant-authd", "HELPER_TIMEOUT", "helper_timeout",
            parse_finite_duration, "30 s",
            "Time a TAN helper may run before it is killed."),
