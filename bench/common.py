@@ -328,8 +328,9 @@ def populate(
         conn.execute("PRAGMA cache_size = -262144")
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(
-            "INSERT INTO instances (serial, id, id_folded, merchant_pub, auth_method,"
-            " password_hash, settings, created_at) VALUES (?, ?, ?, ?, 'token', ?, ?, ?)",
+            "INSERT INTO instances (serial, id, id_folded, merchant_pub,"
+            " auth_method, password_hash, settings, created_at)"
+            " VALUES (?, ?, ?, ?, 'token', ?, ?, ?)",
             (
                 (
                     n + 1,
@@ -412,7 +413,8 @@ class LoadResult:
         """One line for the output."""
         return (
             f"{self.rate:.1f} req/s ({self.requests} requests, {self.failures} failed,"
-            f" {self.seconds:.1f} s, p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms,"
+            f" {self.seconds:.1f} s, p50 {self.p50_ms:.1f} ms,"
+            f" p99 {self.p99_ms:.1f} ms,"
             f" server CPU {self.cpu_ms:.3f} ms/request)"
         )
 
@@ -662,7 +664,8 @@ def _probe(url: str, duration: float, interval: float) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Subcommands: ``serve-bare PORT BODY``, ``load SPEC``, ``probe URL S INTERVAL``."""
+    """Subcommands: ``serve-bare PORT BODY``, ``load SPEC``,
+    ``probe URL S INTERVAL``."""
     if argv[:1] == ["serve-bare"]:
         _serve_bare(int(argv[1]), Path(argv[2]))
     elif argv[:1] == ["load"]:

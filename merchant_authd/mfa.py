@@ -4,9 +4,10 @@ A protected operation (token issuance by password, changing credentials, forgot
 password, deleting an instance, changing its addresses, self-provisioning) first
 answers 202 with one challenge per TAN channel.  Each challenge is bound to the
 instance, the operation and a SHA-512 digest of the exact request body (plus the
-query where it changes the effect).  The client has a TAN sent, confirms it, and repeats the request with the
-``Taler-Challenge-Ids`` header; the solved challenges are consumed in the same
-transaction as the operation, so a solved challenge authorises one operation only.
+query where it changes the effect).  The client has a TAN sent, confirms it, and
+repeats the request with the ``Taler-Challenge-Ids`` header; the solved challenges
+are consumed in the same transaction as the operation, so a solved challenge
+authorises one operation only.
 A header that does not satisfy the operation is treated as absent.
 """
 

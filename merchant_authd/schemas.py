@@ -33,7 +33,8 @@ _ADDRESS_CHAR = r"[^@\s\x00-\x1f\x7f-\x9f]"
 EMAIL = re.compile(
     rf"^(?!-){_ADDRESS_CHAR}{{1,64}}@{_ADDRESS_CHAR}+\.{_ADDRESS_CHAR}+$"
 )
-#: Plain ASCII decimal integers; ``int()`` alone would take " 5", "+5", "1_0", "٥".
+#: Plain ASCII decimal integers; ``int()`` alone would take " 5", "+5", "1_0" and
+#: digits of other scripts.
 DECIMAL = re.compile(r"-?[0-9]{1,19}")
 INT64_MAX = 2**63 - 1
 PHONE = re.compile(r"^\+[1-9][0-9]{4,14}$")

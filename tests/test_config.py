@@ -1,4 +1,5 @@
-"""The configuration loader: bad values and options are refused naming ``[section] OPTION``.
+"""The configuration loader: bad values and options are refused, naming
+``[section] OPTION``.
 
 Also checks that the example file and the README's reference table are generated from
 the one option table, and that the console script reports a bad file in one line.

@@ -136,7 +136,7 @@ async def test_a_validated_channel_outside_the_mandatory_ones_is_not_asked(
     assert response.status == 200, await response.text()
 
 
-# -- 3: challenge paths of unknown instances --------------------------------------------
+# -- 3: challenge paths of unknown instances ------------------------------------------
 
 
 @pytest.mark.parametrize("suffix", ["", "/confirm"])
