@@ -8,6 +8,7 @@ Values are validated when the file is read, so a running daemon never meets a ba
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import os
 import re
 import textwrap
@@ -158,6 +159,31 @@ def parse_text(text: str) -> str:
     return text.strip()
 
 
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*"
+)
+
+
+def parse_host(text: str) -> str:
+    """An IP address or a host name to listen on."""
+    value = text.strip()
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(value) or value.replace(".", "").isdigit():
+            raise ValueError("expected an IP address or a host name") from None
+    return value
+
+
+def parse_currency(text: str) -> str:
+    """A Taler currency name: 1 to 11 letters."""
+    value = text.strip()
+    if not re.fullmatch(r"[A-Za-z]{1,11}", value):
+        raise ValueError("expected a currency name of 1 to 11 letters, such as EUR")
+    return value.upper()
+
+
 def parse_path(text: str) -> Path:
     value = os.path.expandvars(os.path.expanduser(text.strip()))
     if not value:
@@ -194,13 +220,13 @@ OPTIONS: tuple[Option, ...] = (
            "Listen on a TCP port (tcp) or a UNIX domain socket (unix)."),
     Option("merchant", "PORT", "port", _int_range(0, 65535), "9966",
            "TCP port to listen on when SERVE = tcp."),
-    Option("merchant", "BIND_TO", "bind_to", parse_text, "127.0.0.1",
+    Option("merchant", "BIND_TO", "bind_to", parse_host, "127.0.0.1",
            "Address to listen on when SERVE = tcp."),
     Option("merchant", "UNIXPATH", "unixpath", parse_optional_path, "",
            "Socket file when SERVE = unix."),
     Option("merchant", "UNIXPATH_MODE", "unixpath_mode", parse_octal_mode, "660",
            "Octal permissions of the socket file."),
-    Option("merchant", "CURRENCY", "currency", parse_text, "KUDOS",
+    Option("merchant", "CURRENCY", "currency", parse_currency, "KUDOS",
            "Default currency reported by GET /config."),
     Option("merchant", "HELPER_SMS", "helper_sms", parse_optional_path, "",
            "Program that delivers a TAN by SMS (phone number as argument, "
@@ -333,6 +359,8 @@ def load(path: Path | None) -> Settings:
             parser.read_file(handle)
     except OSError as exc:
         raise ConfigError("file", str(path), exc.strerror or str(exc)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("file", str(path), "not UTF-8 text") from None
     except configparser.Error as exc:
         message = str(exc).splitlines()[0]
         raise ConfigError("file", str(path), message) from None

@@ -31,6 +31,10 @@ def write_conf(tmp_path: Path, text: str) -> Path:
 
 # (file text, section, option) of configurations the loader must refuse.
 BAD_CONFIGS = [
+    ("[merchant]\nBIND_TO = not an addr\n", "merchant", "BIND_TO"),
+    ("[merchant]\nBIND_TO = 999.1.1.1\n", "merchant", "BIND_TO"),
+    ("[merchant]\nCURRENCY =\n", "merchant", "CURRENCY"),
+    ("[merchant]\nCURRENCY = 12 34\n", "merchant", "CURRENCY"),
     ("[merchant]\nPORT = abc\n", "merchant", "PORT"),
     ("[merchant]\nPORT = 70000\n", "merchant", "PORT"),
     ("[merchant]\nPORT = -1\n", "merchant", "PORT"),
@@ -222,6 +226,17 @@ def test_script_rejects_bad_file(tmp_path: Path, text: str, named: str) -> None:
     assert named in lines[0]
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_script_rejects_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.conf"
+    path.write_bytes(b"[merchant]\n\xff\xfe = 1\n")
+    result = run_script("-c", str(path), home=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"[file] {path}" in lines[0]
+    assert "Traceback" not in result.stderr
 
 
 def test_script_rejects_missing_file(tmp_path: Path) -> None:

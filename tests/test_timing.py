@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import hmac
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +23,7 @@ from conftest import (
     bearer,
     create_instance,
     instance_body,
+    login,
 )
 
 import merchant_authd
@@ -236,3 +238,36 @@ async def test_throttled_password_costs_no_bcrypt(
     )
     assert (status, code) == (429, 2015)
     assert bcrypt_spy.calls == 2
+
+
+async def test_bcrypt_never_runs_on_the_event_loop_thread(admin_client, monkeypatch):
+    on_loop: list[str] = []
+    hash_sync = crypto._hash_password_sync
+    check_sync = crypto._check_password_sync
+
+    def hashing(password: str, cost: int) -> str:
+        if threading.current_thread() is threading.main_thread():
+            on_loop.append("hash")
+        return hash_sync(password, cost)
+
+    def checking(password: str, stored: str) -> bool:
+        if threading.current_thread() is threading.main_thread():
+            on_loop.append("check")
+        return check_sync(password, stored)
+
+    monkeypatch.setattr(crypto, "_hash_password_sync", hashing)
+    monkeypatch.setattr(crypto, "_check_password_sync", checking)
+    await create_instance(admin_client, "shop1", "pw1")  # hash, plus admin login
+    token = await login(admin_client, "shop1", "pw1")
+    changed = await admin_client.post(
+        "/instances/shop1/private/auth",
+        json={"method": "token", "password": "pw2"},
+        headers=bearer(token),
+    )
+    assert changed.status == 204
+    await login(admin_client, "shop1", "pw2")
+    legacy = await admin_client.get(
+        "/instances/shop1/private", headers=bearer("secret-token:pw2")
+    )
+    assert legacy.status == 200
+    assert on_loop == []
