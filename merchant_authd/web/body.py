@@ -1,8 +1,9 @@
 """Reading request bodies within the size limit, and parsing them as JSON.
 
-aiohttp inflates ``gzip`` and ``deflate`` bodies incrementally with a bounded output
-per step, so counting the bytes as they arrive applies the limit to the inflated
-size; reading stops at the first byte over it, and nothing larger is ever buffered.
+``gzip`` and ``deflate`` bodies are inflated incrementally with a bounded output per
+step (:mod:`.inflate`), so counting the bytes as they come applies the limit to the
+inflated size; reading stops at the first byte over it, and nothing larger is ever
+buffered.
 A body must also arrive in time: a client that sends it a byte at a time would
 otherwise hold its handler forever.
 """
@@ -18,6 +19,7 @@ from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from ..errors import EC, TalerError
+from .inflate import InflateError, Inflater, TooLarge, supported
 
 
 def too_large(limit: int) -> TalerError:
@@ -46,6 +48,7 @@ async def read_body(
     declared = request.content_length
     if declared is not None and declared > limit:
         raise too_large(limit)
+    inflater = _inflater(request, limit)
     chunks: list[bytes] = []
     total = 0
     try:
@@ -54,10 +57,20 @@ async def read_body(
                 chunk = await request.content.readany()
                 if not chunk:
                     break
+                if inflater is not None:
+                    chunk = inflater.feed(chunk)
                 total += len(chunk)
                 if total > limit:
                     raise too_large(limit)
                 chunks.append(chunk)
+            if inflater is not None:
+                inflater.finish()
+    except TooLarge:
+        raise too_large(limit) from None
+    except InflateError as exc:
+        raise UnreadableBody(
+            400, EC.GENERIC_COMPRESSION_INVALID, detail=str(exc)
+        ) from None
     except TimeoutError:
         raise TalerError(
             408,
@@ -79,6 +92,22 @@ async def read_body(
             400, EC.GENERIC_JSON_INVALID, detail="incomplete body"
         ) from None
     return b"".join(chunks)
+
+
+def _inflater(request: web.Request, limit: int) -> Inflater | None:
+    """What inflates this body, if the connection hands it over compressed."""
+    if not getattr(request.protocol, "raw_bodies", False):
+        return None  # aiohttp's parser inflated it already
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if not supported(encoding):
+        raise UnreadableBody(
+            400,
+            EC.GENERIC_COMPRESSION_INVALID,
+            detail=f"unsupported Content-Encoding {encoding[:32]!r}",
+        )
+    return Inflater(encoding, limit)
 
 
 def _reject_constant(name: str) -> Any:

@@ -94,7 +94,11 @@ class TalerRequestHandler(web.RequestHandler):
 
     __slots__ = ("body_timeout",)
 
+    #: Bodies arrive as sent; ``web.body.read_body`` inflates them (``web.inflate``).
+    raw_bodies = True
+
     def __init__(self, manager: web.Server, *, body_timeout: float, **kwargs: Any):
+        kwargs["auto_decompress"] = False
         super().__init__(manager, **kwargs)
         self.body_timeout = body_timeout
 
