@@ -10,8 +10,10 @@ everything as it was.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import resource
 import signal
 import time
 from dataclasses import replace
@@ -78,6 +80,20 @@ def _reload(app: web.Application, overrides: Mapping[str, Any]) -> None:
         notify("READY=1")
 
 
+def _raise_file_limit() -> None:
+    """Allow as many open files as the hard limit does.
+
+    Every client connection is a file descriptor; at the usual soft limit of 1024 a
+    thousand idle or slow connections would leave none for the next client, the
+    database or a TAN helper.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 async def serve(
     settings: Settings,
     bootstrap_secret: str | None,
@@ -87,6 +103,7 @@ async def serve(
 
     ``overrides`` are settings given on the command line: a reload keeps them.
     """
+    _raise_file_limit()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Installed before start-up, so that a SIGTERM during it is a clean stop too.

@@ -401,3 +401,18 @@ def test_stop_signals_exit_0(tmp_path: Path, signum: int) -> None:
         daemon.start()
         daemon.signal(signum)
         assert daemon.wait() == 0
+
+
+def test_the_daemon_raises_its_open_file_limit_to_the_hard_limit() -> None:
+    script = (
+        "import resource\n"
+        "from merchant_authd import server\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "server._raise_file_limit()\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0] > 256)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "True", result.stderr
