@@ -19,7 +19,9 @@ TARGET = 0.9
 RSS_LIMIT_KIB = 150 * 1024
 SMALL = (10, 10)
 LARGE = (10_000, 100)
-#: Distinct tokens the load generator picks from on the large database.
+#: Distinct tokens the load generator picks from on the large database: the
+#: working set of clients active at once.  The daemon keeps up to 50,000 recently
+#: used tokens in memory; ``--pool`` larger than that measures the database path.
 POOL = 1000
 
 
@@ -28,10 +30,12 @@ def requests_for(population: common.Population) -> list[common.Request]:
     return [common.Request("GET", c.path, c.headers) for c in population.sample]
 
 
-def build(folder: Path, shape: tuple[int, int]) -> tuple[Path, common.Population]:
+def build(
+    folder: Path, shape: tuple[int, int], pool: int
+) -> tuple[Path, common.Population]:
     """Generate a database of the given (instances, tokens per instance)."""
     database = folder / f"bench-{shape[0]}x{shape[1]}.sqlite3"
-    population = common.populate(database, shape[0], shape[1], sample=POOL)
+    population = common.populate(database, shape[0], shape[1], sample=pool)
     size = database.stat().st_size / 2**20
     print(
         f"generated {population.instances} instances x {shape[1]} tokens"
@@ -44,11 +48,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs")
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=POOL,
+        help="distinct tokens in use on the large side",
+    )
     args = parser.parse_args()
     print(common.machine_summary())
     with common.workdir("scale") as folder:
-        small_db, small_pop = build(folder, SMALL)
-        large_db, large_pop = build(folder, LARGE)
+        small_db, small_pop = build(folder, SMALL, POOL)
+        large_db, large_pop = build(folder, LARGE, args.pool)
         runs: dict[str, list[common.LoadResult]] = {"small": [], "large": []}
         with common.daemon(folder, small_db) as small, common.daemon(
             folder, large_db

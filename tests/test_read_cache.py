@@ -77,3 +77,21 @@ async def test_expired_cached_token_is_refused(admin_client, monkeypatch):
     monkeypatch.setattr(security.time, "time", lambda: real() + 10)
     response = await admin_client.get("/private", headers=bearer(token))
     await assert_error(response, 401, EC.MERCHANT_GENERIC_UNAUTHORIZED)
+
+
+def test_a_full_cache_forgets_its_oldest_entries_only(monkeypatch):
+    from merchant_authd.sqlite_store.cache import ReadCache
+    from merchant_authd.store import AccessToken, Instance
+
+    monkeypatch.setattr(ReadCache, "MAX_ENTRIES", 3)
+    cache = ReadCache(sqlite3.connect(":memory:"))
+    shop = Instance(
+        1, "shop", b"k" * 32, "token", "h", None, False, None, False, "{}", False, 0
+    )
+    for serial in range(1, 6):
+        token = AccessToken(serial, 1, 0, None, "all", False, None)
+        cache.remember_token(bytes([serial]), (shop, token))
+    assert sorted(cache.tokens) == [bytes([3]), bytes([4]), bytes([5])]
+    # Tokens of one instance share its record.
+    assert len({id(instance) for instance, _ in cache.tokens.values()}) == 1
+    cache.close()

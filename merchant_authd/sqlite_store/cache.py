@@ -18,7 +18,9 @@ class ReadCache:
     the next request, whoever revoked it.
     """
 
-    MAX_ENTRIES = 10_000
+    #: Tokens (and instances) kept at most; beyond, the oldest entry makes room.
+    #: About 0.6 KiB each: the full cache costs some 30 MiB.
+    MAX_ENTRIES = 50_000
 
     def __init__(self, probe: sqlite3.Connection) -> None:
         self._probe = probe
@@ -39,15 +41,23 @@ class ReadCache:
         return version is not None
 
     def remember_instance(self, instance: Instance) -> None:
+        """Keep ``instance``; when full, forget the one kept longest."""
         if len(self.instances) >= self.MAX_ENTRIES:
-            self.instances.clear()
+            del self.instances[next(iter(self.instances))]
         self.instances[instance.id] = instance
 
     def remember_token(
         self, digest: bytes, found: tuple[Instance, AccessToken]
     ) -> None:
+        """Keep a token with its instance; tokens of one instance share one record."""
+        instance, token = found
+        known = self.instances.get(instance.id)
+        if known is not None and known == instance:
+            found = known, token
+        else:
+            self.remember_instance(instance)
         if len(self.tokens) >= self.MAX_ENTRIES:
-            self.tokens.clear()
+            del self.tokens[next(iter(self.tokens))]
         self.tokens[digest] = found
 
     def close(self) -> None:
