@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections import OrderedDict
 
 from ..store import AccessToken, Instance
 
@@ -25,8 +26,10 @@ class ReadCache:
     def __init__(self, probe: sqlite3.Connection) -> None:
         self._probe = probe
         self._version: int | None = None
-        self.instances: dict[str, Instance] = {}
-        self.tokens: dict[bytes, tuple[Instance, AccessToken]] = {}
+        # Ordered by insertion: the oldest entry goes first, in constant time (a plain
+        # dict slows down when its first entries are deleted over and over).
+        self.instances: OrderedDict[str, Instance] = OrderedDict()
+        self.tokens: OrderedDict[bytes, tuple[Instance, AccessToken]] = OrderedDict()
 
     def current(self) -> bool:
         """Empty the cache if the database changed; whether it may be used."""
@@ -43,7 +46,7 @@ class ReadCache:
     def remember_instance(self, instance: Instance) -> None:
         """Keep ``instance``; when full, forget the one kept longest."""
         if len(self.instances) >= self.MAX_ENTRIES:
-            del self.instances[next(iter(self.instances))]
+            self.instances.popitem(last=False)
         self.instances[instance.id] = instance
 
     def remember_token(
@@ -57,7 +60,7 @@ class ReadCache:
         else:
             self.remember_instance(instance)
         if len(self.tokens) >= self.MAX_ENTRIES:
-            del self.tokens[next(iter(self.tokens))]
+            self.tokens.popitem(last=False)
         self.tokens[digest] = found
 
     def close(self) -> None:
