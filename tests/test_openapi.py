@@ -156,7 +156,7 @@ def test_prefixed_paths_mirror_the_admin_paths() -> None:
 
 
 def test_retry_after_is_documented_on_every_429_but_the_confirmation() -> None:
-    for method, path, operation in operations():
+    for _method, path, operation in operations():
         answer = operation["responses"].get("429")
         if answer is None:
             continue
