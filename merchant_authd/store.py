@@ -1,8 +1,10 @@
 """The storage interface: records and the domain operations handlers rely on.
 
 Handlers and services talk only to :class:`Store`.  The SQLite implementation lives in
-:mod:`merchant_authd.sqlite_store`; a PostgreSQL one for several processes implements
-the same methods.  Every method that changes more than one row does so atomically.
+:mod:`merchant_authd.sqlite_store`; a backend for several processes (PostgreSQL)
+would implement the same methods.  Every method that changes more than one row does
+so atomically.  The password throttle's and TAN sender's in-flight bounds are kept
+per process; several processes would each apply their own.
 Times are integer seconds since the Unix epoch unless a name says otherwise.
 """
 
