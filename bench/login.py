@@ -18,15 +18,13 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import sqlite3
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import sqlite3
-
 import bcrypt
-
 import common
 
 TARGET = 0.85
