@@ -5,16 +5,26 @@ names) they carry no timestamp, since the journal adds its own, and start with t
 ``<N>`` syslog priority prefix that journald reads.  No log line ever contains a
 password, token, TAN or an ``Authorization`` header: call sites log instance ids,
 addresses and outcomes only.
+
+The access log, one line per request outcome, is :data:`access_log`.  Building a
+``logging`` record, formatting its time and flushing the stream for every line cost
+about as much as the rest of an authenticated read, so once :func:`setup` has
+configured the daemon's logging the access log writes its lines itself, in the same
+format, and all lines of one turn of the event loop with one ``write``.  Before
+that, as in an application embedding the web app, or in tests, its lines are
+records of the ``merchant_authd.access`` logger like any other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
+import time
+from typing import TextIO
 
-#: One line per request outcome.
-access_log = logging.getLogger("merchant_authd.access")
+ACCESS_LOGGER = "merchant_authd.access"
 
 _PRIORITY = {
     logging.DEBUG: 7,
@@ -32,6 +42,77 @@ class JournalFormatter(logging.Formatter):
         priority = _PRIORITY.get(record.levelno, 6)
         text = super().format(record)
         return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+
+
+class AccessLog:
+    """Where access lines go: the ``logging`` module, or a stream written directly."""
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger(ACCESS_LOGGER)
+        self._stream: TextIO | None = None
+        self._journal = False
+        self._pending: list[str] = []
+        self._second = -1
+        self._stamp = ""
+        #: Whether lines are kept at all; callers may skip building one otherwise.
+        self.enabled = True
+
+    def write_to(self, stream: TextIO | None, *, journal: bool = False) -> None:
+        """Write lines to ``stream`` directly, or (``None``) through ``logging``.
+
+        Lines are kept when the access logger is enabled for INFO at this moment.
+        """
+        self.flush()
+        self._stream = stream
+        self._journal = journal
+        self.enabled = stream is None or self._logger.isEnabledFor(logging.INFO)
+
+    def info(self, message: str) -> None:
+        """Log one request outcome (a single line; control characters are escaped)."""
+        if not message.isprintable():
+            message = message.encode("unicode_escape").decode("ascii")
+        if self._stream is None:
+            self._logger.info("%s", message)
+            return
+        if not self.enabled:
+            return
+        if self._journal:
+            line = f"<6>{ACCESS_LOGGER}: {message}\n"
+        else:
+            line = f"{self._timestamp()} INFO {ACCESS_LOGGER}: {message}\n"
+        if not self._pending:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no event loop: nothing to batch with
+                self._pending.append(line)
+                self.flush()
+                return
+        self._pending.append(line)
+
+    def flush(self) -> None:
+        """Write the lines collected so far."""
+        if not self._pending or self._stream is None:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass  # standard error is gone: there is nowhere left to say so
+
+    def _timestamp(self) -> str:
+        """Local time as ``logging`` writes ``asctime``, the date made once a second."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self._stamp},{int((now - second) * 1000):03d}"
+
+
+#: One line per request outcome.
+access_log = AccessLog()
 
 
 def under_journal() -> bool:
@@ -65,7 +146,8 @@ def setup(level: str) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
-    if under_journal():
+    journal = under_journal()
+    if journal:
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(
@@ -76,3 +158,4 @@ def setup(level: str) -> None:
     logging.getLogger("merchant_authd").setLevel(level)
     for noisy in ("aiosqlite", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    access_log.write_to(sys.stderr, journal=journal)

@@ -133,6 +133,7 @@ async def serve(
     notify("STOPPING=1\nSTATUS=finishing requests in flight")
     log.info("shutting down: finishing requests in flight")
     await runner.cleanup()
+    logsetup.access_log.flush()
     log.info("stopped")
     return 0
 

@@ -27,6 +27,7 @@ from test_server import STARTUP_S, Daemon, create_admin
 from test_server import login as daemon_login
 
 from merchant_authd import __version__, cli
+from merchant_authd import log as logsetup
 from merchant_authd.config import Settings
 
 
@@ -40,6 +41,7 @@ def restore_logging() -> Iterator[None]:
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])
     ours.setLevel(saved[2])
+    logsetup.access_log.write_to(None)
 
 
 @pytest.fixture

@@ -7,12 +7,15 @@ for the secrets it was given.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
 import os
 import re
 import sys
+import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import aiohttp
 import pytest
@@ -102,6 +105,11 @@ async def test_access_lines_follow_the_level(
 # -- format ---------------------------------------------------------------------------
 
 
+def _get_config(daemon: Daemon) -> None:
+    with urllib.request.urlopen(f"{daemon.url}/config", timeout=5) as response:
+        assert response.status == 200
+
+
 def _stream_id(path: Path) -> str:
     stat = os.stat(path)
     return f"{stat.st_dev}:{stat.st_ino}"
@@ -143,9 +151,13 @@ def test_under_systemd_lines_carry_priority_and_no_timestamp(tmp_path: Path) -> 
     with NotifySocket(tmp_path / "notify") as notify:
         with Daemon(tmp_path, env=env, notify=notify) as daemon:
             daemon.start()
+            _get_config(daemon)
             assert daemon.stop() == 0
     lines = daemon.log().splitlines()
     assert any("serving on" in line for line in lines)
+    assert any(
+        line.startswith("<6>merchant_authd.access: GET /config 200 ") for line in lines
+    )
     for line in lines:
         assert re.match(r"<[0-7]>merchant_authd[\w.]*: ", line), line
         assert not _TIMESTAMP.search(line), line
@@ -154,11 +166,119 @@ def test_under_systemd_lines_carry_priority_and_no_timestamp(tmp_path: Path) -> 
 def test_outside_systemd_lines_carry_timestamps(tmp_path: Path) -> None:
     with Daemon(tmp_path) as daemon:
         daemon.start()
+        _get_config(daemon)
         assert daemon.stop() == 0
     lines = daemon.log().splitlines()
-    assert lines
+    assert any(
+        " INFO merchant_authd.access: GET /config 200 " in line for line in lines
+    )
     for line in lines:
         assert re.match(rf"{_TIMESTAMP.pattern},\d+ [A-Z]+ merchant_authd", line), line
+
+
+# -- the access log's own stream --------------------------------------------------
+
+
+class _CountingStream(io.StringIO):
+    """A stream that counts its writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.fixture
+def access_log() -> Iterator[logsetup.AccessLog]:
+    access = logsetup.AccessLog()
+    logger = logging.getLogger(logsetup.ACCESS_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    yield access
+    logger.setLevel(level)
+
+
+def test_direct_lines_match_the_logging_format(access_log: logsetup.AccessLog) -> None:
+    stream = io.StringIO()
+    access_log.write_to(stream)
+    access_log.info("GET /config 200 0 - 0.1ms")
+    line = stream.getvalue()
+    assert re.fullmatch(
+        rf"{_TIMESTAMP.pattern},\d{{3}} INFO merchant_authd.access: "
+        r"GET /config 200 0 - 0.1ms\n",
+        line,
+    ), line
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    record = logging.LogRecord(
+        logsetup.ACCESS_LOGGER, logging.INFO, __file__, 1, "x", None, None
+    )
+    # Same date and time as logging's own formatter, to the second.
+    assert line[:19] == formatter.format(record)[:19]
+
+
+def test_direct_lines_under_the_journal(access_log: logsetup.AccessLog) -> None:
+    stream = io.StringIO()
+    access_log.write_to(stream, journal=True)
+    access_log.info("GET /config 200 0 - 0.1ms")
+    assert stream.getvalue() == "<6>merchant_authd.access: GET /config 200 0 - 0.1ms\n"
+
+
+async def test_lines_of_one_loop_turn_share_one_write(
+    access_log: logsetup.AccessLog,
+) -> None:
+    stream = _CountingStream()
+    access_log.write_to(stream, journal=True)
+    for number in range(3):
+        access_log.info(f"line {number}")
+    assert stream.writes == 0
+    await asyncio.sleep(0)
+    assert stream.writes == 1
+    assert stream.getvalue().splitlines() == [
+        f"<6>merchant_authd.access: line {number}" for number in range(3)
+    ]
+    access_log.info("next turn")
+    await asyncio.sleep(0)
+    assert stream.writes == 2
+
+
+def test_control_characters_are_escaped(access_log: logsetup.AccessLog) -> None:
+    stream = io.StringIO()
+    access_log.write_to(stream, journal=True)
+    access_log.info("GET /a\nforged 404\x1b[2J")
+    assert stream.getvalue() == (
+        "<6>merchant_authd.access: GET /a\\nforged 404\\x1b[2J\n"
+    )
+
+
+def test_nothing_is_written_below_info(access_log: logsetup.AccessLog) -> None:
+    logging.getLogger(logsetup.ACCESS_LOGGER).setLevel(logging.WARNING)
+    stream = io.StringIO()
+    access_log.write_to(stream)
+    assert access_log.enabled is False
+    access_log.info("GET /config 200 0 - 0.1ms")
+    assert stream.getvalue() == ""
+
+
+def test_a_closed_stream_is_not_an_error(access_log: logsetup.AccessLog) -> None:
+    stream = io.StringIO()
+    access_log.write_to(stream)
+    stream.close()
+    access_log.info("GET /config 200 0 - 0.1ms")  # no exception
+
+
+def test_without_a_stream_lines_are_log_records(
+    access_log: logsetup.AccessLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = io.StringIO()
+    access_log.write_to(stream)
+    access_log.write_to(None)
+    with caplog.at_level(logging.INFO, logger=logsetup.ACCESS_LOGGER):
+        access_log.info("GET /a\rb 200 0 - 0.1ms")
+    assert [r.getMessage() for r in caplog.records] == ["GET /a\\rb 200 0 - 0.1ms"]
+    assert stream.getvalue() == ""
 
 
 # -- never a secret -------------------------------------------------------------------

@@ -15,6 +15,7 @@ hashes and digests, never a password, token or TAN).
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import sqlite3
@@ -236,14 +237,20 @@ def stored_hashes(database: Path) -> list[str]:
 
 
 @pytest.fixture
-def daemon_logging() -> Iterator[None]:
-    """The daemon's own logging set-up at DEBUG, undone afterwards."""
+def daemon_logging() -> Iterator[io.StringIO]:
+    """The daemon's own logging set-up at DEBUG, undone afterwards.
+
+    Yields the stream the access log writes to, which ``caplog`` does not see.
+    """
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     names = ("merchant_authd", "aiosqlite", "aiohttp.access")
     levels = {name: logging.getLogger(name).level for name in names}
     logsetup.setup("DEBUG")
-    yield
+    access_lines = io.StringIO()
+    logsetup.access_log.write_to(access_lines)
+    yield access_lines
+    logsetup.access_log.write_to(None)
     for handler in list(root.handlers):
         if handler not in handlers:
             root.removeHandler(handler)
@@ -260,12 +267,13 @@ async def test_no_secret_in_daemon_logs_or_database(
     tmp_path: Path,
     settings: Any,
     caplog: pytest.LogCaptureFixture,
-    daemon_logging: None,
+    daemon_logging: io.StringIO,
 ) -> None:
     flows = Flows(Outbox(tmp_path))
     await flows.run(make_client)
     secrets = flows.secrets()
-    text = log_text(caplog.records)
+    logsetup.access_log.flush()
+    text = log_text(caplog.records) + daemon_logging.getvalue()
     # The capture works: the access log of the token endpoint is in it.
     assert "/instances/shop/private/token" in text
     assert not any(r.name.startswith("aiosqlite") for r in caplog.records)

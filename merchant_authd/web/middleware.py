@@ -148,14 +148,11 @@ async def taler_middleware(
     started = time.perf_counter()
     response, code = await _dispatch(request, handler)
     response.headers.update(CORS_HEADERS)
-    target: Any = request.get(TARGET)
-    access_log.info(
-        "%s %s %d %d %s %.1fms",
-        request.method,
-        _logged_path(request),
-        response.status,
-        int(code),
-        target.id if target is not None else "-",
-        (time.perf_counter() - started) * 1000,
-    )
+    if access_log.enabled:
+        target: Any = request.get(TARGET)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        access_log.info(
+            f"{request.method} {_logged_path(request)} {response.status} {int(code)}"
+            f" {target.id if target is not None else '-'} {elapsed_ms:.1f}ms"
+        )
     return response

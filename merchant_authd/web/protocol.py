@@ -119,11 +119,8 @@ class TalerRequestHandler(web.RequestHandler):
             )
         else:
             access_log.info(
-                "- - %d %d - unparsable request from %s (%s)",
-                error.status,
-                int(error.code),
-                request.remote,
-                type(exc).__name__ if exc is not None else "-",
+                f"- - {error.status} {int(error.code)} - unparsable request from"
+                f" {request.remote} ({type(exc).__name__ if exc is not None else '-'})"
             )
         if request.writer.output_size > 0:
             raise ConnectionError("the response has begun; no error can follow it")
