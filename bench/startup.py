@@ -25,7 +25,7 @@ def main() -> int:
     args = parser.parse_args()
     print(common.machine_summary())
     with common.workdir("startup") as folder:
-        database, _ = scale.build(folder, scale.LARGE)
+        database, _ = scale.build(folder, scale.LARGE, pool=1)
         times = []
         for _ in range(args.starts):
             started = time.monotonic()
