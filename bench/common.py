@@ -17,6 +17,7 @@ import base64
 import contextlib
 import http.client
 import json
+import math
 import os
 import random
 import re
@@ -455,6 +456,7 @@ def _wrk_ms(text: str) -> float:
 def _run_wrk(
     url: str, requests: Sequence[Request], duration: float, timeout: float
 ) -> LoadResult:
+    seconds = max(1, math.ceil(duration))  # wrk counts whole seconds
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_wrk_script(requests))
     try:
@@ -463,7 +465,7 @@ def _run_wrk(
                 "wrk",
                 f"-t{min(2, CONCURRENCY)}",
                 f"-c{CONCURRENCY}",
-                f"-d{int(duration)}s",
+                f"-d{seconds}s",
                 f"--timeout={int(timeout)}s",
                 "--latency",
                 "-s",
@@ -493,7 +495,7 @@ def _run_wrk(
     return LoadResult(
         total,
         min(failures, total),
-        float(duration),
+        float(seconds),
         _wrk_ms(pct["50"]) if "50" in pct else float("nan"),
         _wrk_ms(pct["99"]) if "99" in pct else float("nan"),
     )

@@ -89,8 +89,10 @@ def main() -> int:
                     f"raw bcrypt ({RAW_THREADS} threads, cost {common.BCRYPT_COST}):"
                     f" {raw_rates[-1]:.2f} checks/s"
                 )
+                # The probe ends before the storm does, never to run alone.
+                probing = max(args.duration - 2, args.duration / 2)
                 with common.prober(
-                    authd.url + "/config", args.duration - 2, PROBE_INTERVAL_S
+                    authd.url + "/config", probing, PROBE_INTERVAL_S
                 ) as probe:
                     # Requests still queued when the run ends are not counted;
                     # load() waits until the daemon has worked them off.
@@ -107,6 +109,9 @@ def main() -> int:
         storm = common.best(storms)
         raw_rate = max(raw_rates)
         latencies.sort()
+        if not latencies:
+            print("GET /config during the storm: no answer at all")
+            latencies = [float("inf")]
         p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
         print(
             f"GET /config during the storm: {len(latencies)} requests,"
