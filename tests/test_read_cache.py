@@ -9,13 +9,36 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
 from conftest import ADMIN_PASSWORD, assert_error, bearer, create_instance, login
 
+from merchant_authd import crypto
 from merchant_authd.errors import EC
+from merchant_authd.sqlite_store import changes
 from merchant_authd.web.keys import CONTEXT
 
 
-async def test_revocation_by_another_connection_is_seen_at_once(admin_client, settings):
+@pytest.fixture(params=["wal-index", "data-version"])
+def watch_kind(request, monkeypatch):
+    """Run a test with either way of noticing commits."""
+    if request.param == "data-version":
+        monkeypatch.setattr(changes.WalIndexWatch, "open", lambda name: None)
+    return request.param
+
+
+def assert_watch(client, kind: str) -> None:
+    watch = client.app[CONTEXT].store._cache._watch
+    expected = {
+        "wal-index": changes.WalIndexWatch,
+        "data-version": changes.DataVersionWatch,
+    }
+    assert isinstance(watch, expected[kind])
+
+
+async def test_revocation_by_another_connection_is_seen_at_once(
+    watch_kind, admin_client, settings
+):
+    assert_watch(admin_client, watch_kind)
     await create_instance(admin_client, "shop1", "pw1")
     token = await login(admin_client, "shop1", "pw1")
     for _ in range(3):  # the later reads come from the cache
@@ -30,8 +53,9 @@ async def test_revocation_by_another_connection_is_seen_at_once(admin_client, se
 
 
 async def test_instance_change_by_another_connection_is_seen_at_once(
-    admin_client, settings
+    watch_kind, admin_client, settings
 ):
+    assert_watch(admin_client, watch_kind)
     token = await login(admin_client, "admin", ADMIN_PASSWORD)
     first = await admin_client.get("/private", headers=bearer(token))
     assert (await first.json())["name"] == "Shop admin"
@@ -45,7 +69,9 @@ async def test_instance_change_by_another_connection_is_seen_at_once(
     assert (await second.json())["name"] == "Renamed"
 
 
-async def test_reads_are_served_from_memory_while_nothing_changes(admin_client):
+async def test_reads_are_served_from_memory_while_nothing_changes(
+    watch_kind, admin_client
+):
     token = await login(admin_client, "admin", ADMIN_PASSWORD)
     store = admin_client.app[CONTEXT].store
     assert (await admin_client.get("/private", headers=bearer(token))).status == 200
@@ -84,14 +110,74 @@ def test_a_full_cache_forgets_its_oldest_entries_only(monkeypatch):
     from merchant_authd.store import AccessToken, Instance
 
     monkeypatch.setattr(ReadCache, "MAX_ENTRIES", 3)
-    cache = ReadCache(sqlite3.connect(":memory:"))
+    cache = ReadCache(changes.DataVersionWatch(sqlite3.connect(":memory:")))
+    generation = cache.generation()
     shop = Instance(
         1, "shop", b"k" * 32, "token", "h", None, False, None, False, "{}", False, 0
     )
     for serial in range(1, 6):
         token = AccessToken(serial, 1, 0, None, "all", False, None)
-        cache.remember_token(bytes([serial]), (shop, token))
+        cache.remember_token(bytes([serial]), (shop, token), generation)
     assert sorted(cache.tokens) == [bytes([3]), bytes([4]), bytes([5])]
     # Tokens of one instance share its record.
     assert len({id(instance) for instance, _ in cache.tokens.values()}) == 1
     cache.close()
+
+
+async def test_a_row_read_before_a_commit_is_not_kept_after_it(admin_client, settings):
+    """A read in flight while another request notices a commit returns the old row
+    to its own caller, but the cache must not keep it for the requests after."""
+    await create_instance(admin_client, "shop1", "pw1")
+    store = admin_client.app[CONTEXT].store
+    original = store._read
+
+    async def read_then_commit(*args, **kwargs):
+        rows = await original(*args, **kwargs)
+        other = sqlite3.connect(settings.database_path)
+        with other:
+            other.execute(
+                "UPDATE instances SET settings = json_set(settings, '$.name', 'New')"
+                " WHERE id = 'shop1'"
+            )
+        other.close()
+        store._cache.generation()  # another request looks meanwhile
+        return rows
+
+    store._cache.generation()  # start from an empty cache
+    store._cache.instances.clear()
+    store._read = read_then_commit
+    try:
+        stale = await store.get_instance("shop1")
+    finally:
+        store._read = original
+    assert stale is not None and stale.settings["name"] == "Shop shop1"
+    fresh = await store.get_instance("shop1")
+    assert fresh is not None and fresh.settings["name"] == "New"
+
+
+async def test_a_token_read_before_its_revocation_is_not_kept_after_it(
+    admin_client, settings
+):
+    token = await login(admin_client, "admin", ADMIN_PASSWORD)
+    digest = crypto.parse_access_token(token.removeprefix(crypto.TOKEN_PREFIX))
+    assert digest is not None
+    store = admin_client.app[CONTEXT].store
+    original = store._read
+
+    async def read_then_revoke(*args, **kwargs):
+        rows = await original(*args, **kwargs)
+        other = sqlite3.connect(settings.database_path)
+        with other:
+            other.execute("DELETE FROM access_tokens")
+        other.close()
+        store._cache.generation()  # another request looks meanwhile
+        return rows
+
+    store._cache.generation()
+    store._cache.tokens.clear()
+    store._read = read_then_revoke
+    try:
+        assert await store.authenticate_token("admin", digest, 0) is not None
+    finally:
+        store._read = original
+    assert await store.authenticate_token("admin", digest, 0) is None

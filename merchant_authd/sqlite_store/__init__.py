@@ -33,6 +33,7 @@ from ..store import (
 )
 from .cache import ReadCache
 from .challenges import ChallengeQueries
+from .changes import open_watch
 from .rows import (
     AUTHENTICATE_TOKEN,
     INSTANCE_COLUMNS,
@@ -70,16 +71,11 @@ class SqliteStore(ChallengeQueries, ThrottleQueries, Store):
         try:
             await apply_schema(writer)
             reader = await _connect(path)
-            probe = await asyncio.to_thread(
-                sqlite3.connect,
-                str(path),
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            watch = await asyncio.to_thread(open_watch, path)
         except BaseException:
             await writer.close()
             raise
-        return cls(writer, reader, ReadCache(probe))
+        return cls(writer, reader, ReadCache(watch))
 
     async def close(self) -> None:
         async with self._write_lock:
@@ -91,8 +87,8 @@ class SqliteStore(ChallengeQueries, ThrottleQueries, Store):
     # -- instances --------------------------------------------------------------------
 
     async def get_instance(self, instance_id: str) -> Instance | None:
-        cacheable = self._cache.current()
-        if cacheable and instance_id in self._cache.instances:
+        generation = self._cache.generation()
+        if generation is not None and instance_id in self._cache.instances:
             return self._cache.instances[instance_id]
         rows = await self._read(
             f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ?", (instance_id,)
@@ -100,8 +96,8 @@ class SqliteStore(ChallengeQueries, ThrottleQueries, Store):
         if not rows:
             return None
         instance = to_instance(rows[0])
-        if cacheable:
-            self._cache.remember_instance(instance)
+        if generation is not None:
+            self._cache.remember_instance(instance, generation)
         return instance
 
     async def find_instance_folded(self, instance_id: str) -> Instance | None:
@@ -280,16 +276,16 @@ class SqliteStore(ChallengeQueries, ThrottleQueries, Store):
     async def authenticate_token(
         self, instance_id: str, digest: bytes, now: int
     ) -> tuple[Instance, AccessToken] | None:
-        cacheable = self._cache.current()
-        found = self._cache.tokens.get(digest) if cacheable else None
+        generation = self._cache.generation()
+        found = self._cache.tokens.get(digest) if generation is not None else None
         if found is None:
             rows = await self._read(AUTHENTICATE_TOKEN, (digest,))
             if not rows:
                 return None
             row = rows[0]
             found = to_instance(row[:INSTANCE_COUNT]), to_token(row[INSTANCE_COUNT:])
-            if cacheable:
-                self._cache.remember_token(digest, found)
+            if generation is not None:
+                self._cache.remember_token(digest, found, generation)
         instance, token = found
         if instance.id != instance_id or instance.deleted:
             return None
