@@ -42,3 +42,12 @@ def test_access_token_digest_needs_the_full_length() -> None:
     assert crypto.parse_access_token(secret) == digest
     assert crypto.parse_access_token(secret[:-1]) is None
     assert crypto.parse_access_token(secret + "0") is None
+
+
+_ALPHABET = set("0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyzOoIiLl")
+
+
+@given(st.text(max_size=12))
+def test_exactly_the_texts_of_the_alphabet_decode(text: str) -> None:
+    decoded = crypto.crockford_decode(text)
+    assert (decoded is not None) == set(text).issubset(_ALPHABET)
