@@ -97,35 +97,44 @@ def _after_default_prefix(raw: str) -> str:
     return ""
 
 
-async def _dispatch(
-    request: web.Request, handler: Handler
-) -> tuple[web.StreamResponse, int]:
+def _early_answer(request: web.Request) -> tuple[web.StreamResponse, int] | None:
+    """The answer given before any handler runs, if there is one: 414, a preflight,
+    the ``/instances/default`` redirect, or 413 for a declared body over the limit."""
     if len(request.raw_path) > MAX_URI_LENGTH:
-        failure = TalerError(414, EC.GENERIC_URI_TOO_LONG)
-        return error_response(failure), failure.code
+        return _failure_answer(request, TalerError(414, EC.GENERIC_URI_TOO_LONG))
     if request.method == "OPTIONS":
         return web.Response(status=204, headers=PREFLIGHT_HEADERS), 0
     redirect = _redirect_default(request)
     if redirect is not None:
         return redirect, 0
-    try:
-        declared = request.content_length
-        limit = request.app[CONTEXT].settings.body_limit
-        if declared is not None and declared > limit:
-            raise too_large(limit)
-        return await handler(request), 0
-    except ChallengeRequired as challenge:
-        return web.json_response(challenge.body, status=202), 0
-    except TalerError as error:
-        return error_response(error), error.code
-    except web.HTTPException as exc:
+    declared = request.content_length
+    limit = request.app[CONTEXT].settings.body_limit
+    if declared is not None and declared > limit:
+        return _failure_answer(request, too_large(limit))
+    return None
+
+
+def _failure_answer(
+    request: web.Request, exc: Exception
+) -> tuple[web.StreamResponse, int]:
+    """The answer to what a handler raised, with the Taler code it carries."""
+    if isinstance(exc, ChallengeRequired):
+        return web.json_response(exc.body, status=202), 0
+    if isinstance(exc, TalerError):
+        return error_response(exc), exc.code
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             return exc, 0
         failure = _from_http(exc)
-    except DatabaseError as exc:
+    elif isinstance(exc, DatabaseError):
         failure = TalerError(500, exc.code)
-    except Exception:
-        log.exception("unexpected failure handling %s %s", request.method, request.path)
+    else:
+        log.error(
+            "unexpected failure handling %s %s",
+            request.method,
+            request.path,
+            exc_info=exc,
+        )
         failure = TalerError(500, EC.GENERIC_INTERNAL_INVARIANT_FAILURE)
     return error_response(failure), failure.code
 
@@ -135,9 +144,10 @@ def _logged_path(request: web.Request) -> str:
 
     Masked by pattern, not by route: preflights, 404s and 405s name no route.
     """
-    return _CHALLENGE_ID.sub("/challenge/{challenge_id}", request.path)[
-        :MAX_LOGGED_PATH
-    ]
+    path = request.path
+    if "/challenge/" in path:
+        path = _CHALLENGE_ID.sub("/challenge/{challenge_id}", path)
+    return path[:MAX_LOGGED_PATH]
 
 
 @web.middleware
@@ -146,7 +156,13 @@ async def taler_middleware(
 ) -> web.StreamResponse:
     """Map failures to ``ErrorDetail``, add CORS headers and log the outcome."""
     started = time.perf_counter()
-    response, code = await _dispatch(request, handler)
+    answer = _early_answer(request)
+    if answer is None:
+        try:
+            answer = await handler(request), 0
+        except Exception as exc:
+            answer = _failure_answer(request, exc)
+    response, code = answer
     response.headers.update(CORS_HEADERS)
     if access_log.enabled:
         target: Any = request.get(TARGET)

@@ -9,7 +9,6 @@ the instance, authenticates the caller and checks the permission, in that order.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -222,7 +221,8 @@ def guarded(route: Route) -> Handler:
                 fast = await token_principal(ctx, instance_id, digest)
                 if fast is not None and fast.instance is not None:
                     request[TARGET] = fast.instance
-                    return await _permitted(request, route, fast)
+                    _admit(request, route, fast)
+                    return await route.handler(request)
         if instance_id is not None:
             found = await ctx.store.get_instance(instance_id)
             if found is None or (found.deleted and route.access is Access.INSTANCE):
@@ -230,7 +230,7 @@ def guarded(route: Route) -> Handler:
             request[TARGET] = found
         if route.access is Access.MANAGEMENT:
             caller = await _management_principal(request, route)
-            caller = dataclasses.replace(caller, management=True)
+            caller = caller._replace(management=True)
         else:
             caller = await authenticate(
                 ctx,
@@ -239,14 +239,14 @@ def guarded(route: Route) -> Handler:
                 request[TARGET],
                 allow_basic=route.allow_basic,
             )
-        return await _permitted(request, route, caller)
+        _admit(request, route, caller)
+        return await route.handler(request)
 
     return handler
 
 
-async def _permitted(
-    request: web.Request, route: Route, caller: Principal
-) -> web.StreamResponse:
+def _admit(request: web.Request, route: Route, caller: Principal) -> None:
+    """Let ``caller`` through to the route, or raise 403 if it lacks the permission."""
     if not caller.grant.allows(route.permission):
         raise TalerError(
             403,
@@ -254,7 +254,6 @@ async def _permitted(
             detail=f"needs permission {route.permission}",
         )
     request[PRINCIPAL] = caller
-    return await route.handler(request)
 
 
 def setup_routes(app: web.Application) -> None:

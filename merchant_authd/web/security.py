@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiohttp import web
 
@@ -31,9 +32,13 @@ log = logging.getLogger("merchant_authd.auth")
 ADMIN = "admin"
 
 
-@dataclass(frozen=True)
-class Principal:
-    """The authenticated caller of a request."""
+class Principal(NamedTuple):
+    """The authenticated caller of a request.
+
+    An immutable record like the others, but a named tuple: one is made for every
+    authenticated request, and a tuple is made in a third of a frozen dataclass's
+    time.
+    """
 
     kind: str  # "token", "password", "bootstrap", "external", "first-run", "public"
     grant: Grant
@@ -54,19 +59,32 @@ class Credential:
     username: str = ""
 
 
+def bearer_secret(header: str) -> str | None:
+    """The secret of ``Bearer secret-token:<secret>`` or a bare
+    ``secret-token:<secret>``; ``None`` for any other ``Authorization`` value."""
+    value = header.strip()
+    if value.startswith(crypto.TOKEN_PREFIX):
+        return value[len(crypto.TOKEN_PREFIX) :]
+    scheme, _, rest = value.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    rest = rest.strip()
+    if not rest.startswith(crypto.TOKEN_PREFIX):
+        return None
+    return rest[len(crypto.TOKEN_PREFIX) :]
+
+
 def parse_authorization(header: str | None) -> Credential:
     """Split an ``Authorization`` header; raises 400 for a broken Basic header."""
     if header is None or not header.strip():
         return Credential("none")
-    value = header.strip()
-    if value.startswith(crypto.TOKEN_PREFIX):
-        return Credential("bearer", value[len(crypto.TOKEN_PREFIX) :])
-    scheme, _, rest = value.partition(" ")
+    secret = bearer_secret(header)
+    if secret is not None:
+        return Credential("bearer", secret)
+    scheme, _, rest = header.strip().partition(" ")
     rest = rest.strip()
     if scheme.lower() == "bearer":
-        if not rest.startswith(crypto.TOKEN_PREFIX):
-            return Credential("other")
-        return Credential("bearer", rest[len(crypto.TOKEN_PREFIX) :])
+        return Credential("other")
     if scheme.lower() == "basic":
         try:
             decoded = base64.b64decode(rest, validate=True).decode("utf-8")
@@ -145,10 +163,8 @@ def bearer_token_digest(request: web.Request) -> bytes | None:
     header = request.headers.get("Authorization")
     if header is None:
         return None
-    credential = parse_authorization(header)
-    if credential.scheme != "bearer":
-        return None
-    return crypto.parse_access_token(credential.secret)
+    secret = bearer_secret(header)
+    return crypto.parse_access_token(secret) if secret is not None else None
 
 
 async def token_principal(
