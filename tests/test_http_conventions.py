@@ -85,6 +85,28 @@ async def test_wrong_method(client: TestClient, method: str, path: str) -> None:
     assert "Allow" in response.headers
 
 
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/private", {"GET", "PATCH", "DELETE"}),
+        ("/instances/shop1/private", {"GET", "PATCH", "DELETE"}),
+        ("/private/token", {"POST", "DELETE"}),
+        ("/management/instances/shop1", {"GET", "PATCH", "DELETE"}),
+    ],
+)
+async def test_wrong_method_names_every_method_of_the_path(
+    client: TestClient, path: str, methods: set[str]
+) -> None:
+    response = await client.put(path)
+    await assert_error(response, 405, 20)
+    assert set(response.headers["Allow"].split(",")) == methods
+
+
+def test_every_path_is_one_resource(client: TestClient) -> None:
+    served = [resource.canonical for resource in client.app.router.resources()]
+    assert len(served) == len(set(served))
+
+
 async def test_uri_too_long(client: TestClient) -> None:
     response = await client.get("/config", params={"padding": "x" * 9000})
     await assert_error(response, 414, 31)

@@ -55,6 +55,59 @@ class Route:
 
 
 ROUTES: tuple[Route, ...] = (
+    # The router tries the resources under one leading path ("/instances") in the
+    # order they were added: the routes clients call most come first.
+    Route("GET", "/private", instances.get_instance, Access.INSTANCE, "instances-read"),
+    Route(
+        "PATCH",
+        "/private",
+        instances.patch_instance,
+        Access.INSTANCE,
+        "instances-write",
+    ),
+    Route(
+        "DELETE",
+        "/private",
+        instances.delete_instance,
+        Access.INSTANCE,
+        "instances-write",
+    ),
+    Route(
+        "POST",
+        "/private/auth",
+        auth_settings.post_auth,
+        Access.INSTANCE,
+        "instances-auth-write",
+    ),
+    Route(
+        "POST",
+        "/private/token",
+        tokens.post_private_token,
+        Access.INSTANCE,
+        TOKEN_REFRESH,
+        allow_basic=True,
+    ),
+    Route(
+        "DELETE",
+        "/private/token",
+        tokens.delete_private_token,
+        Access.INSTANCE,
+        allow_basic=True,
+    ),
+    Route(
+        "GET",
+        "/private/tokens",
+        tokens.get_private_tokens,
+        Access.INSTANCE,
+        "tokens-read",
+    ),
+    Route(
+        "DELETE",
+        "/private/tokens/{serial}",
+        tokens.delete_private_tokens_serial,
+        Access.INSTANCE,
+        "tokens-write",
+    ),
     Route("GET", "/config", public.get_config, Access.PUBLIC),
     Route("GET", "/openapi.yaml", public.get_openapi, Access.PUBLIC),
     Route("POST", "/instances", instances.post_instances, Access.PUBLIC),
@@ -120,57 +173,6 @@ ROUTES: tuple[Route, ...] = (
         auth_settings.post_auth,
         Access.MANAGEMENT,
         "instances-auth-write",
-    ),
-    Route("GET", "/private", instances.get_instance, Access.INSTANCE, "instances-read"),
-    Route(
-        "PATCH",
-        "/private",
-        instances.patch_instance,
-        Access.INSTANCE,
-        "instances-write",
-    ),
-    Route(
-        "DELETE",
-        "/private",
-        instances.delete_instance,
-        Access.INSTANCE,
-        "instances-write",
-    ),
-    Route(
-        "POST",
-        "/private/auth",
-        auth_settings.post_auth,
-        Access.INSTANCE,
-        "instances-auth-write",
-    ),
-    Route(
-        "POST",
-        "/private/token",
-        tokens.post_private_token,
-        Access.INSTANCE,
-        TOKEN_REFRESH,
-        allow_basic=True,
-    ),
-    Route(
-        "DELETE",
-        "/private/token",
-        tokens.delete_private_token,
-        Access.INSTANCE,
-        allow_basic=True,
-    ),
-    Route(
-        "GET",
-        "/private/tokens",
-        tokens.get_private_tokens,
-        Access.INSTANCE,
-        "tokens-read",
-    ),
-    Route(
-        "DELETE",
-        "/private/tokens/{serial}",
-        tokens.delete_private_tokens_serial,
-        Access.INSTANCE,
-        "tokens-write",
     ),
 )
 
@@ -257,7 +259,10 @@ def _admit(request: web.Request, route: Route, caller: Principal) -> None:
 
 
 def setup_routes(app: web.Application) -> None:
-    """Register every route of the table."""
+    """Register every route of the table, with one resource per path."""
+    resources: dict[str, web.Resource] = {}
     for route in ROUTES:
         for path in paths(route):
-            app.router.add_route(route.method, path, guarded(route))
+            if path not in resources:
+                resources[path] = app.router.add_resource(path)
+            resources[path].add_route(route.method, guarded(route))
