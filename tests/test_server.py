@@ -305,7 +305,11 @@ async def test_sighup_rereads_configuration(tmp_path: Path) -> None:
                 before = time.time()
                 capped = await login(session, daemon.url, duration={"d_us": "forever"})
                 assert capped["expiration"]["t_s"] <= before + 3600 + 60
-                assert _access_lines(daemon.log(), "/private/token") == 1
+                # Access lines are written once the answer is on its way.
+                await _until(
+                    lambda: _access_lines(daemon.log(), "/private/token") == 1,
+                    "the access line",
+                )
 
                 # New values; PORT needs a restart and keeps its running value.
                 daemon.write_config(
