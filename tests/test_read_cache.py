@@ -22,17 +22,13 @@ from merchant_authd.web.keys import CONTEXT
 def watch_kind(request, monkeypatch):
     """Run a test with either way of noticing commits."""
     if request.param == "data-version":
-        monkeypatch.setattr(changes.WalIndexWatch, "open", lambda name: None)
+        monkeypatch.setattr(changes, "_map_wal_index", lambda name: (None, None))
     return request.param
 
 
 def assert_watch(client, kind: str) -> None:
     watch = client.app[CONTEXT].store._cache._watch
-    expected = {
-        "wal-index": changes.WalIndexWatch,
-        "data-version": changes.DataVersionWatch,
-    }
-    assert isinstance(watch, expected[kind])
+    assert watch.reads_wal_index == (kind == "wal-index")
 
 
 async def test_revocation_by_another_connection_is_seen_at_once(
@@ -110,7 +106,7 @@ def test_a_full_cache_forgets_its_oldest_entries_only(monkeypatch):
     from merchant_authd.store import AccessToken, Instance
 
     monkeypatch.setattr(ReadCache, "MAX_ENTRIES", 3)
-    cache = ReadCache(changes.DataVersionWatch(sqlite3.connect(":memory:")))
+    cache = ReadCache(changes.ChangeWatch(sqlite3.connect(":memory:")))
     generation = cache.generation()
     shop = Instance(
         1, "shop", b"k" * 32, "token", "h", None, False, None, False, "{}", False, 0

@@ -33,7 +33,7 @@ from ..store import (
 )
 from .cache import ReadCache
 from .challenges import ChallengeQueries
-from .changes import open_watch
+from .changes import ChangeWatch
 from .rows import (
     AUTHENTICATE_TOKEN,
     INSTANCE_COLUMNS,
@@ -68,12 +68,15 @@ class SqliteStore(ChallengeQueries, ThrottleQueries, Store):
             writer = await _connect(path)
         except (OSError, sqlite3.Error) as exc:
             raise DatabaseError(EC.GENERIC_DB_SETUP_FAILED, f"{path}: {exc}") from exc
+        reader: aiosqlite.Connection | None = None
         try:
             await apply_schema(writer)
             reader = await _connect(path)
-            watch = await asyncio.to_thread(open_watch, path)
+            watch = await asyncio.to_thread(ChangeWatch.open, path)
         except BaseException:
-            await writer.close()
+            for conn in (reader, writer):
+                if conn is not None:
+                    await conn.close()
             raise
         return cls(writer, reader, ReadCache(watch))
 
@@ -82,6 +85,7 @@ class SqliteStore(ChallengeQueries, ThrottleQueries, Store):
             for conn in (self._reader, self._writer):
                 with contextlib.suppress(sqlite3.Error, ValueError):
                     await conn.close()
+            # Last: the watch holds descriptors of the -shm file (see .changes).
             self._cache.close()
 
     # -- instances --------------------------------------------------------------------
