@@ -19,7 +19,7 @@ TARGET = 0.5
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating runs")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs")
     args = parser.parse_args()
     print(common.machine_summary())
     with common.workdir("read") as folder:

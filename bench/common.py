@@ -52,8 +52,9 @@ from merchant_authd.sqlite_store import SqliteStore  # noqa: E402
 # -- environment ----------------------------------------------------------------------
 
 
-def machine_summary() -> str:
-    """CPU count, CPU model, Python version and current load, for the output."""
+def machine_summary(load_generator: bool = True) -> str:
+    """CPU count, CPU model, Python version and current load (and the load
+    generator benchmarks use), for the output."""
     model = "unknown CPU"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -61,10 +62,13 @@ def machine_summary() -> str:
                 model = line.split(":", 1)[1].strip()
                 break
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
+    summary = (
         f"nproc {os.cpu_count()}, {model}, Python {sys.version.split()[0]},"
-        f" load average {load}, load generator {'wrk' if have_wrk() else 'aiohttp'}"
+        f" load average {load}"
     )
+    if load_generator:
+        summary += f", load generator {'wrk' if have_wrk() else 'aiohttp'}"
+    return summary
 
 
 def have_wrk() -> bool:
@@ -212,14 +216,20 @@ def wait_ready(server: Server, path: str = "/config", limit_s: float = 30.0) -> 
 
 
 @contextlib.contextmanager
-def daemon(folder: Path, database: Path) -> Iterator[Server]:
-    """``merchant-authd -c <conf>`` on a free port, ready to answer; stopped after."""
+def daemon(
+    folder: Path, database: Path, wrapper: Sequence[str] = (), limit_s: float = 30.0
+) -> Iterator[Server]:
+    """``merchant-authd -c <conf>`` on a free port, ready to answer; stopped after.
+
+    ``wrapper`` is a command the daemon runs under (a profiler), given ``limit_s``
+    seconds to answer its first request.
+    """
     port = free_port()
     conf = write_config(folder, port, database)
     log_path = folder / f"daemon-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [str(DAEMON), "-c", str(conf)],
+            [*wrapper, str(DAEMON), "-c", str(conf)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -227,27 +237,32 @@ def daemon(folder: Path, database: Path) -> Iterator[Server]:
         )
     server = Server(process, port, log_path)
     try:
-        wait_ready(server)
+        wait_ready(server, limit_s=limit_s)
         yield server
     finally:
         server.stop()
 
 
 @contextlib.contextmanager
-def bare_app(folder: Path, body_file: Path) -> Iterator[Server]:
-    """The reference: a bare aiohttp app answering a fixed JSON body, own process."""
+def bare_app(
+    folder: Path, body_file: Path, wrapper: Sequence[str] = (), limit_s: float = 30.0
+) -> Iterator[Server]:
+    """The reference: a bare aiohttp app answering a fixed JSON body, own process.
+
+    ``wrapper`` and ``limit_s`` as for :func:`daemon`.
+    """
     port = free_port()
     log_path = folder / f"bare-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [str(PYTHON), __file__, "serve-bare", str(port), str(body_file)],
+            [*wrapper, str(PYTHON), __file__, "serve-bare", str(port), str(body_file)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
         )
     server = Server(process, port, log_path)
     try:
-        wait_ready(server, "/")
+        wait_ready(server, "/", limit_s=limit_s)
         yield server
     finally:
         server.stop()
@@ -509,12 +524,17 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 async def _aiohttp_load(
-    url: str, requests: list[Request], duration: float, timeout: float
+    url: str,
+    requests: list[Request],
+    duration: float,
+    timeout: float,
+    count: int | None = None,
 ) -> dict[str, Any]:
     import aiohttp
 
     latencies: list[float] = []
     counts = {"requests": 0, "failures": 0}
+    unsent = [count if count is not None else math.inf]
     started = time.monotonic()
     deadline = started + duration
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
@@ -525,7 +545,8 @@ async def _aiohttp_load(
 
         async def worker(seed: int) -> None:
             rng = random.Random(seed)
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and unsent[0] > 0:
+                unsent[0] -= 1
                 req = rng.choice(requests)
                 sent = time.monotonic()
                 try:
@@ -556,12 +577,17 @@ async def _aiohttp_load(
 
 
 def _run_aiohttp(
-    url: str, requests: Sequence[Request], duration: float, timeout: float
+    url: str,
+    requests: Sequence[Request],
+    duration: float,
+    timeout: float,
+    count: int | None = None,
 ) -> LoadResult:
     spec = {
         "url": url,
         "duration": duration,
         "timeout": timeout,
+        "count": count,
         "requests": [vars(r) for r in requests],
     }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
@@ -597,6 +623,14 @@ def load(
     if result.requests:
         result.cpu_ms = (server.cpu_seconds() - cpu) * 1000 / result.requests
     return result
+
+
+def send(
+    server: Server, requests: Sequence[Request], count: int, timeout: float = 600.0
+) -> LoadResult:
+    """Exactly ``count`` random picks of ``requests``, over ``CONCURRENCY``
+    connections of an aiohttp client process, however long they take."""
+    return _run_aiohttp(server.url, requests, timeout, timeout, count)
 
 
 def best(results: Sequence[LoadResult]) -> LoadResult:
@@ -678,6 +712,7 @@ def main(argv: list[str]) -> int:
                 [Request(**r) for r in spec["requests"]],
                 spec["duration"],
                 spec["timeout"],
+                spec.get("count"),
             )
         )
         print(json.dumps(result))

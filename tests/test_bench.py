@@ -4,12 +4,14 @@ Each script runs for a fraction of a second per measurement, which is far too sh
 for its figures to mean anything: whether a target is met depends on the machine and
 is not checked here.  What is checked is that the script measures both sides, prints
 its ratio and a verdict, and cleans up, with ``wrk`` and with the fallback load
-generator.
+generator.  The diagnostic ``instructions.py`` has no verdict; it is run on its
+quickest side where valgrind is installed.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -74,3 +76,18 @@ def test_startup() -> None:
     out = run_script("startup", "--starts", "1")
     assert "start to first GET /config:" in out
     assert "median start s:" in out
+
+
+def test_instructions() -> None:
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed")
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "instructions.py"), "--requests", "32"]
+        + ["--sides", "bare"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^bare: [\d,]+ instructions per request$", result.stdout, re.M)
