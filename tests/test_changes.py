@@ -115,18 +115,35 @@ def test_a_database_not_in_wal_mode_is_watched_by_its_data_version(tmp_path):
 def test_a_wal_index_without_a_usable_header_is_not_read(tmp_path, content):
     shm = tmp_path / "db.sqlite3-shm"
     shm.write_bytes(content)
-    fd, mapping = changes._map_wal_index(str(tmp_path / "db.sqlite3"))
-    assert fd is not None
-    watch = ChangeWatch(sqlite3.connect(":memory:"), fd, mapping)
+    index = changes._acquire_wal_index(str(tmp_path / "db.sqlite3"))
+    assert index is not None
+    watch = ChangeWatch(sqlite3.connect(":memory:"), index)
     try:
         assert not watch.reads_wal_index
         assert watch.version() is not None  # the data_version probe answers
     finally:
         watch.close()
+    assert changes._OPEN_INDEXES == {}
 
 
 def test_without_a_wal_index_file_nothing_is_opened(tmp_path):
-    assert changes._map_wal_index(str(tmp_path / "db.sqlite3")) == (None, None)
+    assert changes._acquire_wal_index(str(tmp_path / "db.sqlite3")) is None
+    assert changes._OPEN_INDEXES == {}
+
+
+def test_watches_of_one_database_share_its_wal_index(wal_database):
+    path, _ = wal_database
+    first, second = ChangeWatch.open(path), ChangeWatch.open(path)
+    try:
+        assert first._wal_index is second._wal_index
+        assert first._wal_index is not None and first._wal_index.users == 2
+        first.close()
+        first.close()  # a second close changes nothing
+        assert second._wal_index.users == 1
+        assert second.reads_wal_index and second.version() is not None
+    finally:
+        second.close()
+    assert changes._OPEN_INDEXES == {}
 
 
 def test_the_watch_maps_the_file_sqlite_itself_uses(tmp_path, wal_database):
@@ -174,16 +191,18 @@ def dms_state(shm: Path) -> str:
 
 async def test_the_watch_keeps_the_stores_claim_on_the_wal_index(tmp_path):
     """Closing any descriptor of the -shm file would drop the locks this process's
-    connections hold on it; the watch's descriptors must not cost them theirs."""
+    connections hold on it; the watches' descriptors must not cost them theirs,
+    neither when a store opens nor when another store of the database closes."""
     path = tmp_path / "store.sqlite3"
     shm = tmp_path / "store.sqlite3-shm"
     store = await SqliteStore.open(path)
     try:
         assert store._cache._watch.reads_wal_index
         assert dms_state(shm) == "in use"
+        other = await SqliteStore.open(path)  # a command next to the daemon, say
+        await other.close()
         await store.get_instance("admin")
         assert dms_state(shm) == "in use"
     finally:
         await store.close()
-    if shm.exists():
-        assert dms_state(shm) == "free"
+    assert changes._OPEN_INDEXES == {}

@@ -22,7 +22,7 @@ from merchant_authd.web.keys import CONTEXT
 def watch_kind(request, monkeypatch):
     """Run a test with either way of noticing commits."""
     if request.param == "data-version":
-        monkeypatch.setattr(changes, "_map_wal_index", lambda name: (None, None))
+        monkeypatch.setattr(changes, "_acquire_wal_index", lambda name: None)
     return request.param
 
 
@@ -68,6 +68,7 @@ async def test_instance_change_by_another_connection_is_seen_at_once(
 async def test_reads_are_served_from_memory_while_nothing_changes(
     watch_kind, admin_client
 ):
+    assert_watch(admin_client, watch_kind)
     token = await login(admin_client, "admin", ADMIN_PASSWORD)
     store = admin_client.app[CONTEXT].store
     assert (await admin_client.get("/private", headers=bearer(token))).status == 200

@@ -10,7 +10,6 @@ tokens are served from memory while the database is unchanged (:mod:`.cache`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sqlite3
@@ -72,7 +71,9 @@ class SqliteStore(ChallengeQueries, ThrottleQueries, Store):
         try:
             await apply_schema(writer)
             reader = await _connect(path)
-            watch = await asyncio.to_thread(ChangeWatch.open, path)
+            # On the event loop: it takes a millisecond, once, and a start-up that
+            # is cancelled cannot leave a watch behind that nobody closes.
+            watch = ChangeWatch.open(path)
         except BaseException:
             for conn in (reader, writer):
                 if conn is not None:

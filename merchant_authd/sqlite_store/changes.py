@@ -25,8 +25,10 @@ one for as long as the store is open.
 One rule keeps that true.  POSIX record locks belong to the process and the file: a
 process that closes *any* descriptor of a file loses every lock it holds on it,
 including the ones SQLite's connections hold on the ``-shm`` file to say it is in
-use.  So the descriptors opened here stay open until the store's connections are
-closed, and are closed only then, even when the header turns out to be unusable.
+use.  So a ``-shm`` file is opened once per process, shared by every watch of the
+database (two stores of one database in one process, as when a command runs next
+to the web app in the tests), and closed only when the last of them closes, after
+its store's connections: also when the header turns out to be unusable.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ import mmap
 import os
 import sqlite3
 import struct
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Hashable
 
@@ -46,19 +50,75 @@ WAL_INDEX_VERSION = 3007000
 _HEADER_START = struct.Struct("=IIIB")
 
 
+@dataclass
+class _WalIndex:
+    """A ``-shm`` file as this process holds it open: name, descriptor, header
+    mapping (``None`` if the file is too short to hold one) and how many watches
+    use it."""
+
+    name: str
+    fd: int
+    mapping: mmap.mmap | None
+    users: int = 0
+
+
+#: The ``-shm`` files this process holds open, by name; see the module documentation.
+_OPEN_INDEXES: dict[str, _WalIndex] = {}
+_OPEN_INDEXES_LOCK = threading.Lock()
+
+
+def _acquire_wal_index(database_file: str) -> _WalIndex | None:
+    """The shared ``-shm`` file of ``database_file``, opened if need be."""
+    name = database_file + "-shm"
+    with _OPEN_INDEXES_LOCK:
+        index = _OPEN_INDEXES.get(name)
+        if index is None:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return None
+            index = _OPEN_INDEXES[name] = _WalIndex(name, fd, _map_header(fd))
+        index.users += 1
+        return index
+
+
+def _release_wal_index(index: _WalIndex) -> None:
+    """One user fewer; the last one closes the file."""
+    with _OPEN_INDEXES_LOCK:
+        index.users -= 1
+        if index.users > 0:
+            return
+        del _OPEN_INDEXES[index.name]
+        if index.mapping is not None:
+            index.mapping.close()
+        os.close(index.fd)
+
+
+def _map_header(fd: int) -> mmap.mmap | None:
+    try:
+        # Reading a mapping beyond the end of its file would kill the process.
+        if os.fstat(fd).st_size < WAL_INDEX_HEADER_SIZE:
+            return None
+        return mmap.mmap(fd, WAL_INDEX_HEADER_SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
+    except (OSError, ValueError):
+        return None
+
+
+def _usable(mapping: mmap.mmap) -> bool:
+    version, _, _, initialised = _HEADER_START.unpack_from(mapping)
+    return bool(version == WAL_INDEX_VERSION and initialised == 1)
+
+
 class ChangeWatch:
     """Tells, by a value that changes with every commit, whether the database
     changed since the last look."""
 
     def __init__(
-        self,
-        probe: sqlite3.Connection,
-        shm_fd: int | None = None,
-        mapping: mmap.mmap | None = None,
+        self, probe: sqlite3.Connection, wal_index: _WalIndex | None = None
     ) -> None:
         self._probe = probe
-        self._shm_fd = shm_fd
-        self._mapping = mapping
+        self._wal_index = wal_index
+        mapping = wal_index.mapping if wal_index is not None else None
         self._header = mapping if mapping is not None and _usable(mapping) else None
 
     @classmethod
@@ -77,7 +137,7 @@ class ChangeWatch:
             raise
         if str(mode).lower() != "wal" or not database_file:
             return cls(probe)
-        return cls(probe, *_map_wal_index(database_file))
+        return cls(probe, _acquire_wal_index(database_file))
 
     @property
     def reads_wal_index(self) -> bool:
@@ -99,34 +159,10 @@ class ChangeWatch:
             return None
 
     def close(self) -> None:
-        """Release the probe, then the mapping; call after the store's connections
-        are closed (see the module's documentation)."""
+        """Release the probe and the WAL index; call after the store's connections
+        are closed (see the module documentation).  Closing twice does nothing."""
+        self._header = None
         self._probe.close()
-        if self._mapping is not None:
-            self._mapping.close()
-        if self._shm_fd is not None:
-            os.close(self._shm_fd)
-
-
-def _map_wal_index(database_file: str) -> tuple[int | None, mmap.mmap | None]:
-    """A descriptor of the ``-shm`` file and a read-only mapping of its header.
-
-    Nothing opened here is closed here: closing a descriptor of the file would drop
-    the locks this process's connections hold on it.
-    """
-    try:
-        fd = os.open(database_file + "-shm", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None, None
-    try:
-        # Reading a mapping beyond the end of its file would kill the process.
-        if os.fstat(fd).st_size < WAL_INDEX_HEADER_SIZE:
-            return fd, None
-        return fd, mmap.mmap(fd, WAL_INDEX_HEADER_SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
-    except (OSError, ValueError):
-        return fd, None
-
-
-def _usable(mapping: mmap.mmap) -> bool:
-    version, _, _, initialised = _HEADER_START.unpack_from(mapping)
-    return bool(version == WAL_INDEX_VERSION and initialised == 1)
+        index, self._wal_index = self._wal_index, None
+        if index is not None:
+            _release_wal_index(index)
