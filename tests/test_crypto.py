@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from merchant_authd import crypto
@@ -48,6 +48,10 @@ _ALPHABET = set("0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyzOoIiLl")
 
 
 @given(st.text(max_size=12))
+@example("+1")
+@example(" 1")
+@example("1_0")
+@example("\u0661")
 def test_exactly_the_texts_of_the_alphabet_decode(text: str) -> None:
     decoded = crypto.crockford_decode(text)
     assert (decoded is not None) == set(text).issubset(_ALPHABET)

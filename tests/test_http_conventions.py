@@ -487,6 +487,25 @@ async def test_broken_basic_header(admin_client: TestClient) -> None:
     await assert_error(response, 400, 23)
 
 
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/private", 400, 23),
+        ("/instances/admin/private", 400, 23),
+        # The instance is looked up before the credentials are read (spec 1.11),
+        # on instance and management paths alike.
+        ("/instances/nosuch/private", 404, 2000),
+        ("/management/instances/nosuch", 404, 2000),
+    ],
+)
+async def test_broken_basic_header_after_the_instance_lookup(
+    admin_client: TestClient, path: str, status: int, code: int
+) -> None:
+    broken = {"Authorization": "Basic !!!not-base64"}
+    response = await admin_client.get(path, headers=broken)
+    await assert_error(response, status, code)
+
+
 # -- bootstrap --------------------------------------------------------------------
 
 

@@ -156,12 +156,12 @@ async def taler_middleware(
 ) -> web.StreamResponse:
     """Map failures to ``ErrorDetail``, add CORS headers and log the outcome."""
     started = time.perf_counter()
-    answer = _early_answer(request)
-    if answer is None:
-        try:
+    try:
+        answer = _early_answer(request)
+        if answer is None:
             answer = await handler(request), 0
-        except Exception as exc:
-            answer = _failure_answer(request, exc)
+    except Exception as exc:
+        answer = _failure_answer(request, exc)
     response, code = answer
     response.headers.update(CORS_HEADERS)
     if access_log.enabled:
