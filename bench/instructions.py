@@ -31,7 +31,10 @@ from typing import Iterator
 import common
 
 SIDES = ("read", "config", "bare")
+#: Requests before the count starts: caches filled, first-call work done.
 WARM_UP = 320
+#: Seconds a server under callgrind gets to answer its first request.
+START_LIMIT_S = 300
 #: The reset-to-dump count of a dump, in callgrind's output format.
 _TOTALS = re.compile(r"^(?:totals|summary): (\d+)", re.MULTILINE)
 
@@ -62,7 +65,10 @@ def measure(
     result = common.send(server, [request], count)
     _control("--dump", server)
     if result.failures or result.requests != count:
-        raise RuntimeError(f"{result.failures} of {result.requests} requests failed")
+        raise RuntimeError(
+            f"{result.requests} of {count} requests answered,"
+            f" {result.failures} of them failed"
+        )
     deadline = time.monotonic() + 60
     while True:
         dump = _newest_dump(out)
@@ -81,10 +87,12 @@ def started(
     """The server of ``side`` running under callgrind."""
     wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     if side == "bare":
-        with common.bare_app(folder, body_file, wrapper, limit_s=300) as server:
+        with common.bare_app(
+            folder, body_file, wrapper, limit_s=START_LIMIT_S
+        ) as server:
             yield server
     else:
-        with common.daemon(folder, database, wrapper, limit_s=300) as server:
+        with common.daemon(folder, database, wrapper, limit_s=START_LIMIT_S) as server:
             yield server
 
 

@@ -23,6 +23,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 #: Enough for the slowest script (a million-token database is generated first).
 TIMEOUT_S = 120
+#: The time instructions.py gives a server under callgrind to start, and some.
+CALLGRIND_TIMEOUT_S = 420
 
 
 def run_script(name: str, *args: str, no_wrk: bool = True) -> str:
@@ -86,7 +88,7 @@ def test_instructions() -> None:
         + ["--sides", "bare"],
         capture_output=True,
         text=True,
-        timeout=TIMEOUT_S,
+        timeout=CALLGRIND_TIMEOUT_S,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
