@@ -7,7 +7,10 @@ memory while nothing changes.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 from conftest import ADMIN_PASSWORD, assert_error, bearer, create_instance, login
@@ -31,6 +34,36 @@ def assert_watch(client, kind: str) -> None:
     assert watch.reads_wal_index == (kind == "wal-index")
 
 
+def commit_elsewhere(database: Path, sql: str) -> None:
+    """Commit ``sql`` through a connection of its own (as another process would)."""
+    other = sqlite3.connect(database)
+    with other:
+        other.execute(sql)
+    other.close()
+
+
+@contextlib.contextmanager
+def commit_after_each_read(store, database: Path, sql: str) -> Iterator[None]:
+    """Reads of ``store`` are followed, before their rows are used, by a commit of
+    ``sql`` elsewhere that another request notices, starting from an empty cache."""
+    original = store._read
+
+    async def read_then_commit(*args, **kwargs):
+        rows = await original(*args, **kwargs)
+        commit_elsewhere(database, sql)
+        store._cache.generation()  # another request looks meanwhile
+        return rows
+
+    store._cache.generation()
+    store._cache.instances.clear()
+    store._cache.tokens.clear()
+    store._read = read_then_commit
+    try:
+        yield
+    finally:
+        store._read = original
+
+
 async def test_revocation_by_another_connection_is_seen_at_once(
     watch_kind, admin_client, settings
 ):
@@ -40,10 +73,7 @@ async def test_revocation_by_another_connection_is_seen_at_once(
     for _ in range(3):  # the later reads come from the cache
         ok = await admin_client.get("/instances/shop1/private", headers=bearer(token))
         assert ok.status == 200
-    other = sqlite3.connect(settings.database_path)
-    with other:
-        other.execute("DELETE FROM access_tokens")
-    other.close()
+    commit_elsewhere(settings.database_path, "DELETE FROM access_tokens")
     response = await admin_client.get("/instances/shop1/private", headers=bearer(token))
     await assert_error(response, 401, EC.MERCHANT_GENERIC_UNAUTHORIZED)
 
@@ -55,12 +85,10 @@ async def test_instance_change_by_another_connection_is_seen_at_once(
     token = await login(admin_client, "admin", ADMIN_PASSWORD)
     first = await admin_client.get("/private", headers=bearer(token))
     assert (await first.json())["name"] == "Shop admin"
-    other = sqlite3.connect(settings.database_path)
-    with other:
-        other.execute(
-            "UPDATE instances SET settings = json_set(settings, '$.name', 'Renamed')"
-        )
-    other.close()
+    commit_elsewhere(
+        settings.database_path,
+        "UPDATE instances SET settings = json_set(settings, '$.name', 'Renamed')",
+    )
     second = await admin_client.get("/private", headers=bearer(token))
     assert (await second.json())["name"] == "Renamed"
 
@@ -126,27 +154,12 @@ async def test_a_row_read_before_a_commit_is_not_kept_after_it(admin_client, set
     to its own caller, but the cache must not keep it for the requests after."""
     await create_instance(admin_client, "shop1", "pw1")
     store = admin_client.app[CONTEXT].store
-    original = store._read
-
-    async def read_then_commit(*args, **kwargs):
-        rows = await original(*args, **kwargs)
-        other = sqlite3.connect(settings.database_path)
-        with other:
-            other.execute(
-                "UPDATE instances SET settings = json_set(settings, '$.name', 'New')"
-                " WHERE id = 'shop1'"
-            )
-        other.close()
-        store._cache.generation()  # another request looks meanwhile
-        return rows
-
-    store._cache.generation()  # start from an empty cache
-    store._cache.instances.clear()
-    store._read = read_then_commit
-    try:
+    rename = (
+        "UPDATE instances SET settings = json_set(settings, '$.name', 'New')"
+        " WHERE id = 'shop1'"
+    )
+    with commit_after_each_read(store, settings.database_path, rename):
         stale = await store.get_instance("shop1")
-    finally:
-        store._read = original
     assert stale is not None and stale.settings["name"] == "Shop shop1"
     fresh = await store.get_instance("shop1")
     assert fresh is not None and fresh.settings["name"] == "New"
@@ -159,22 +172,7 @@ async def test_a_token_read_before_its_revocation_is_not_kept_after_it(
     digest = crypto.parse_access_token(token.removeprefix(crypto.TOKEN_PREFIX))
     assert digest is not None
     store = admin_client.app[CONTEXT].store
-    original = store._read
-
-    async def read_then_revoke(*args, **kwargs):
-        rows = await original(*args, **kwargs)
-        other = sqlite3.connect(settings.database_path)
-        with other:
-            other.execute("DELETE FROM access_tokens")
-        other.close()
-        store._cache.generation()  # another request looks meanwhile
-        return rows
-
-    store._cache.generation()
-    store._cache.tokens.clear()
-    store._read = read_then_revoke
-    try:
+    revoke = "DELETE FROM access_tokens"
+    with commit_after_each_read(store, settings.database_path, revoke):
         assert await store.authenticate_token("admin", digest, 0) is not None
-    finally:
-        store._read = original
     assert await store.authenticate_token("admin", digest, 0) is None
